@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv and install hilo-export
+# with its test tools. Safe to run again: an up-to-date environment installs nothing.
+#   HILO_PYTHON  interpreter to build the venv from (default: python3)
+#   HILO_TORCH   torch requirement installed first (default: torch==2.13.0, the CPU wheel
+#                here; elsewhere add e.g. --index-url https://download.pytorch.org/whl/cpu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${HILO_PYTHON:-python3}
+torch_spec=${HILO_TORCH:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($python --version)"
+    "$python" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check --quiet)
+# torch first, on its own: if another package asked for it, pip could pick a CUDA build.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    echo "setup: installing $torch_spec"
+    # shellcheck disable=SC2086
+    "${pip[@]}" install $torch_spec
+fi
+echo "setup: installing hilo-export and its test tools"
+"${pip[@]}" install -e '.[test]'
+echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

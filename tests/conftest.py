@@ -1,0 +1,68 @@
+"""Tiny diffusers models built from configs (nothing is downloaded) and inputs for them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+TOKEN = 8  # pixels per token in these tests: small images, real grids
+
+
+def tiny_flux(in_channels: int = 8, out_channels: int | None = None, guidance: bool = False, seed: int = 0):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=24,
+        guidance_embeds=guidance,
+        axes_dims_rope=(4, 6, 6),
+    ).eval()
+
+
+def grid_ids(h: int, w: int) -> torch.Tensor:
+    """Flux img_ids for an h x w token grid: (0, row, col), row-major."""
+    ids = torch.zeros(h * w, 3)
+    ids[:, 1] = torch.arange(h).repeat_interleave(w)
+    ids[:, 2] = torch.arange(w).repeat(h)
+    return ids
+
+
+def flux_inputs(model, h: int, w: int, batch: int = 2, text: int = 7, seed: int = 1) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    cfg = model.config
+    inputs = {
+        "hidden_states": torch.randn(batch, h * w, cfg.in_channels, generator=g),
+        "encoder_hidden_states": torch.randn(batch, text, cfg.joint_attention_dim, generator=g),
+        "pooled_projections": torch.randn(batch, cfg.pooled_projection_dim, generator=g),
+        "timestep": torch.rand(batch, generator=g),
+        "img_ids": grid_ids(h, w),
+        "txt_ids": torch.zeros(text, 3),
+    }
+    if cfg.guidance_embeds:
+        inputs["guidance"] = torch.full((batch,), 3.5)
+    return inputs
+
+
+def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """uint8 RGB: a smooth gradient with a noisy textured patch (high frequency) in one corner."""
+    rng = np.random.default_rng(seed)
+    height, width = h * TOKEN, w * TOKEN
+    y, x = np.mgrid[0:height, 0:width]
+    base = (x / width * 200 + y / height * 40).astype(np.uint8)
+    image = np.stack([base, base, base], axis=-1)
+    image[: height // 2, : width // 2] = rng.integers(0, 256, (height // 2, width // 2, 3), dtype=np.uint8)
+    return image
+
+
+@pytest.fixture(scope="session")
+def flux_model():
+    return tiny_flux()
