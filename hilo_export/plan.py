@@ -44,6 +44,7 @@ KIND_NAMES = {DROPPED: "dropped", MASK: "mask", HIGH_FREQ: "high_freq", FILL: "f
 
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _SOBEL_MAX = 4.0 * math.sqrt(2.0)
+_STRIP_BYTES = 1 << 20
 
 
 class PlanError(ValueError):
@@ -423,19 +424,36 @@ def _mask_tokens(mask: torch.Tensor, token_size: int) -> tuple[torch.Tensor, int
 def _frequency_map(image: torch.Tensor, token_size: int, samples: int | None) -> torch.Tensor:
     """float32 [h, w]: mean normalized Sobel magnitude over each token."""
     stride = _analysis_stride(token_size, samples)
-    gray = _box_gray(image, stride)
-    padded = F.pad(gray[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    height, width, _ = image.shape
+    h, w = height // token_size, width // token_size
+    per_token = token_size // stride
+    scores = torch.empty(h, w)
+    # Strips of about 1 MiB of pixels keep temporaries small enough for the allocator to recycle:
+    # whole-image temporaries cost more in page faults than in arithmetic.
+    step = max(1, _STRIP_BYTES // (width * 3 * token_size))
+    for first in range(0, h, step):
+        last = min(h, first + step)
+        # one analysis sample of context above and below; replicated at the image border
+        top = max(0, first * token_size - stride)
+        bottom = min(height, last * token_size + stride)
+        gray = _box_gray(image[top:bottom], stride)
+        pad_top, pad_bottom = int(first == 0), int(last == h)
+        gray = F.pad(gray[None, None], (1, 1, pad_top, pad_bottom), mode="replicate")[0, 0]
+        scores[first:last] = _pooled_sobel(gray, per_token)
+    return scores / (per_token * per_token * _SOBEL_MAX)
+
+
+def _pooled_sobel(padded: torch.Tensor, per_token: int) -> torch.Tensor:
+    """Sum of Sobel magnitudes over each per_token x per_token cell of a 1-padded gray strip."""
     # Sobel as separable differences and [1, 2, 1] smoothing: fewer passes than a 3x3 conv.
     dx = padded[:, 2:] - padded[:, :-2]
     gx = torch.add(dx[:-2], dx[2:]).add_(dx[1:-1], alpha=2)
     dy = padded[2:] - padded[:-2]
     gy = torch.add(dy[:, :-2], dy[:, 2:]).add_(dy[:, 1:-1], alpha=2)
     magnitude = gx.mul_(gx).addcmul_(gy, gy).sqrt_()  # in place: torch.hypot is slower here
-    rows, cols = gray.shape
-    per_token = token_size // stride
+    rows, cols = magnitude.shape
     h, w = rows // per_token, cols // per_token
-    pooled = magnitude.view(h, per_token, cols).sum(1).view(h, w, per_token).sum(2)
-    return pooled / (per_token * per_token * _SOBEL_MAX)
+    return magnitude.view(h, per_token, cols).sum(1).view(h, w, per_token).sum(2)
 
 
 def _analysis_stride(token_size: int, samples: int | None) -> int:
@@ -449,7 +467,7 @@ def _box_gray(image: torch.Tensor, stride: int) -> torch.Tensor:
     """float32 [H/stride, W/stride]: BT.601 gray in [0, 1], averaged over stride x stride blocks."""
     height, width, _ = image.shape
     # Summing uint8 in int16 (exact up to 11 x 11 blocks) is the cheapest pass over the
-    # full-resolution image; everything after it runs on the smaller grid.
+    # full-resolution pixels; everything after it runs on the smaller grid.
     acc = torch.int16 if image.dtype == torch.uint8 and stride <= 11 else torch.float32
     pixels = image.to(acc).reshape(height // stride, stride, width * 3)
     rows = _sum_along(pixels, 1)

@@ -262,3 +262,33 @@ def test_plan_json_has_the_documented_fields():
     assert set(data["tokens"]) == {"total", "mask", "high_freq", "fill", "low_freq"}
     assert data["keep_indices"] == plan.keep_indices.tolist()
     assert PlannerConfig.from_dict(data["config"]) == plan.config
+
+
+# ------------------------------------------------------------ frequency score
+
+
+def reference_frequency_map(image: np.ndarray, token: int, stride: int) -> np.ndarray:
+    """Per-token mean Sobel magnitude of the box-averaged BT.601 gray image, normalized by 4*sqrt(2)."""
+    rgb = image.astype(np.float64) / (255.0 if image.dtype == np.uint8 else 1.0)
+    gray = rgb @ np.array([0.299, 0.587, 0.114])
+    height, width = gray.shape
+    gray = gray.reshape(height // stride, stride, width // stride, stride).mean(axis=(1, 3))
+    p = np.pad(gray, 1, mode="edge")
+    kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    gx = sum(kx[i, j] * p[i : i + gray.shape[0], j : j + gray.shape[1]] for i in range(3) for j in range(3))
+    gy = sum(kx.T[i, j] * p[i : i + gray.shape[0], j : j + gray.shape[1]] for i in range(3) for j in range(3))
+    magnitude = np.hypot(gx, gy) / (4 * np.sqrt(2))
+    cell = token // stride
+    return magnitude.reshape(height // token, cell, width // token, cell).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("samples, stride", [(4, 2), (2, 4), (8, 1), (None, 1)])
+@pytest.mark.parametrize("strip_bytes", [1, 1 << 20], ids=["one-token-row-strips", "one-strip"])
+def test_frequency_map_matches_a_direct_sobel(monkeypatch, samples, stride, strip_bytes):
+    from hilo_export import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "_STRIP_BYTES", strip_bytes)
+    image = textured_image(5, 7, seed=3)  # 40 x 56 pixels: a 5 x 7 grid of 8-px tokens
+    for img in (image, image.astype(np.float32) / 255):
+        got = plan_module._frequency_map(torch.from_numpy(img), 8, samples).numpy()
+        assert np.allclose(got, reference_frequency_map(img, 8, stride), atol=1e-5)
