@@ -6,9 +6,10 @@ size, the planner
 1. pools the mask to the token grid (a token is in the mask if any of its pixels is) and
    dilates it by ``dilation`` tokens (square neighbourhood): these tokens are always kept;
 2. scores every token by image frequency: Sobel x/y (3x3, edge-replicated) on the BT.601
-   grayscale image in [0, 1], magnitude ``sqrt(gx^2 + gy^2)`` divided by ``4 * sqrt(2)``,
-   the largest magnitude possible, so every pixel lies in [0, 1] and a score means the same
-   on every image (a flat image scores 0 everywhere); the map is averaged over each token;
+   grayscale image in [0, 1], box-averaged to ``freq_samples`` samples per token side;
+   magnitude ``sqrt(gx^2 + gy^2)`` divided by ``4 * sqrt(2)``, the largest magnitude
+   possible, so every sample lies in [0, 1] and a score means the same on every image (a
+   flat image scores 0 everywhere); a token's score is the mean over its samples;
 3. regionalizes the score with a box filter of radius ``region_radius`` tokens, so that a
    textured region scores high as a whole while isolated specks are damped; tokens whose
    regional score reaches ``freq_threshold`` form the high-frequency region;
@@ -40,7 +41,6 @@ from .buckets import Bucket, parse_buckets
 
 # Token kinds in TokenPlan.kinds.
 DROPPED, MASK, HIGH_FREQ, FILL = 0, 1, 2, 3
-KIND_NAMES = {DROPPED: "dropped", MASK: "mask", HIGH_FREQ: "high_freq", FILL: "fill"}
 
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _SOBEL_MAX = 4.0 * math.sqrt(2.0)
@@ -53,6 +53,16 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class PlannerConfig:
+    """Planner settings (see the module docstring for what each step does).
+
+    dilation:       mask dilation radius, in tokens
+    lowfreq_factor: tokens per low-frequency block side; None: no low-frequency tokens
+    freq_threshold: regional score (0-1) from which a token is high-frequency
+    region_radius:  box-filter radius of the regionalization, in tokens
+    max_high_freq:  at most this fraction of the grid counts as high-frequency; None: no cap
+    freq_samples:   analysis samples per token side; None: every pixel
+    """
+
     dilation: int = 1
     lowfreq_factor: int | None = 16
     freq_threshold: float = 0.06
@@ -71,6 +81,8 @@ class PlannerConfig:
             raise PlanError(f"freq_threshold must lie in [0, 1] (scores are normalized), got {self.freq_threshold}")
         if self.max_high_freq is not None and not 0.0 <= self.max_high_freq <= 1.0:
             raise PlanError(f"max_high_freq must be a fraction of the grid in [0, 1] or None, got {self.max_high_freq}")
+        if self.freq_samples is not None and self.freq_samples < 1:
+            raise PlanError(f"freq_samples must be >= 1 (or None for every pixel), got {self.freq_samples}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -384,7 +396,7 @@ def _as_image(image: Any) -> torch.Tensor:
     if not t.is_floating_point():
         raise PlanError(f"image dtype {t.dtype} is not supported: pass uint8 (0-255) or float in [0, 1]")
     t = t.float()
-    if torch.isnan(t).any() or torch.isinf(t).any():
+    if not torch.isfinite(t).all():
         raise PlanError("image contains NaN or infinite values; clean the image before planning")
     lo, hi = float(t.min()), float(t.max())
     if lo < 0.0 or hi > 1.0:

@@ -14,7 +14,7 @@ COLOURS = {
 }
 LOWFREQ_GRID = (40, 220, 90)
 _TINT = 0.45  # how strongly kept tokens take their kind's colour
-_DIM = 0.25  # brightness left to dropped tokens
+_DIM = 0.35  # brightness left to dropped tokens
 
 
 def selection_picture(image: Image.Image, plan: TokenPlan) -> Image.Image:
