@@ -106,19 +106,28 @@ def test_sequence_positions_are_the_plan_positions():
     assert torch.equal(positions[:, 0], torch.zeros(plan.capacity))
 
 
+def run_counting_calls(model, inputs, plan):
+    """HiLoTransformer output and how many times the stock model ran."""
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        return run(HiLoTransformer(model), inputs, plan=plan), len(calls)
+    finally:
+        hook.remove()
+
+
+def assert_rows_match_single_runs(model, inputs, plans, batched):
+    for row, plan in enumerate(plans):
+        single = {k: v if k in ("img_ids", "txt_ids") else v[row : row + 1] for k, v in inputs.items()}
+        assert torch.allclose(run(HiLoTransformer(model), single, plan=plan), batched[row : row + 1], atol=1e-5)
+
+
 def test_a_shared_plan_runs_the_batch_in_one_call(flux_model):
     plan = make_plan()
     inputs = flux_inputs(flux_model, H, W, batch=3)
-    calls = []
-    hook = flux_model.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        batched = run(HiLoTransformer(flux_model), inputs, plan=plan)
-    finally:
-        hook.remove()
-    assert len(calls) == 1
-    for row in range(3):
-        single = {k: v[row : row + 1] if k not in ("img_ids", "txt_ids") else v for k, v in inputs.items()}
-        assert torch.allclose(run(HiLoTransformer(flux_model), single, plan=plan), batched[row : row + 1], atol=1e-5)
+    batched, calls = run_counting_calls(flux_model, inputs, plan)
+    assert calls == 1
+    assert_rows_match_single_runs(flux_model, inputs, [plan] * 3, batched)
 
 
 def test_one_plan_per_sample(flux_model):
@@ -130,16 +139,9 @@ def test_one_plan_per_sample(flux_model):
     plans = plan_batch([image] * 3, masks, token_size=TOKEN, config=LOWFREQ)
     assert plans[0].same_selection(plans[2]) and not plans[0].same_selection(plans[1])
     inputs = flux_inputs(flux_model, H, W, batch=3)
-    calls = []
-    hook = flux_model.register_forward_hook(lambda *args: calls.append(1))
-    try:
-        out = run(HiLoTransformer(flux_model), inputs, plan=plans)
-    finally:
-        hook.remove()
-    assert len(calls) == 2, "samples with the same selection share one call"
-    for row, plan in enumerate(plans):
-        single = {k: v[row : row + 1] if k not in ("img_ids", "txt_ids") else v for k, v in inputs.items()}
-        assert torch.allclose(run(HiLoTransformer(flux_model), single, plan=plan), out[row : row + 1], atol=1e-5)
+    batched, calls = run_counting_calls(flux_model, inputs, plans)
+    assert calls == 2, "samples with the same selection share one call"
+    assert_rows_match_single_runs(flux_model, inputs, plans, batched)
 
 
 def test_positional_call_and_tuple_return(flux_model):
