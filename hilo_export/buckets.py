@@ -59,6 +59,8 @@ def parse_buckets(spec: str | Iterable[str] | None) -> tuple[Bucket, ...]:
             continue
         name, sep, value = item.partition("=")
         name = name.strip()
+        if name == FULL:
+            raise BucketError(f"bucket {item!r}: full always keeps every token; leave it out or give another name a fraction")
         if sep:
             try:
                 fraction = float(value)

@@ -13,6 +13,11 @@ from .examples import example_image_path, example_mask_path
 from .plan import PlanError, PlannerConfig
 
 
+def _binary_mask(mask: np.ndarray) -> np.ndarray:
+    """Mask files saved as 0/1 (not 0/255) are common; a file cannot be passed as bool, so read them as binary."""
+    return mask.astype(bool) if mask.max() == 1 else mask
+
+
 @click.group()
 @click.version_option(package_name="hilo-export")
 def main() -> None:
@@ -30,7 +35,8 @@ def main() -> None:
 @click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor, show_default=True,
               help="Tokens per low-frequency block side (0: no low-frequency tokens).")
 @click.option("--freq-threshold", default=PlannerConfig.freq_threshold, show_default=True,
-              help="Regional frequency score (0-1) from which a token counts as high-frequency.")
+              help="Regional frequency score (0-1) from which a kept token counts as high-frequency rather than "
+                   "fill (the selection itself always takes the highest scores).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the selection here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
 def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, out, as_json) -> None:
@@ -42,20 +48,23 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
 
     try:
         image = Image.open(image_path).convert("RGB")
-        mask = Image.open(mask_path).convert("L")
+        mask = _binary_mask(np.asarray(Image.open(mask_path).convert("L")))
     except (UnidentifiedImageError, OSError) as err:
         raise click.ClickException(f"cannot read image or mask: {err}") from None
     try:
         config = PlannerConfig(dilation=dilation, lowfreq_factor=lowfreq_factor or None, freq_threshold=freq_threshold)
-        result = plan_tokens(np.asarray(image), np.asarray(mask), token_size=token_size, buckets=buckets, config=config)
+        result = plan_tokens(np.asarray(image), mask, token_size=token_size, buckets=buckets, config=config)
     except (PlanError, BucketError) as err:
         raise click.ClickException(str(err)) from None
 
     if out is not None:
         from .viz import selection_picture
 
-        with atomic_path(out) as tmp:
-            selection_picture(image, result).save(tmp, format="PNG")
+        try:
+            with atomic_path(out) as tmp:
+                selection_picture(image, result).save(tmp, format="PNG")
+        except OSError as err:
+            raise click.ClickException(f"cannot write {out}: {err}") from None
     if as_json:
         click.echo(json.dumps(result.to_json()))
         return

@@ -29,6 +29,7 @@ a bucket had no room for are reported as ``high_freq_dropped``.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -71,6 +72,10 @@ class PlannerConfig:
     freq_samples: int | None = 8
 
     def __post_init__(self) -> None:
+        for name in ("dilation", "lowfreq_factor", "region_radius", "freq_samples"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _as_int(value, name))
         if self.dilation < 0:
             raise PlanError(f"dilation must be >= 0 tokens, got {self.dilation}")
         if self.lowfreq_factor is not None and self.lowfreq_factor < 1:
@@ -142,7 +147,9 @@ class TokenPlan:
     """Which tokens one request sends through the DiT, and in which order.
 
     The DiT sequence is ``[low-frequency tokens ; keep_indices tokens]``; ``positions`` gives
-    (row, col) in token units for every one of them, in that order.
+    (row, col) in token units for every one of them, in that order. ``kinds`` (uint8 [h, w])
+    says what each token is (DROPPED, MASK, HIGH_FREQ, FILL) and ``scores`` (float32 [h, w])
+    is the regional frequency score the selection ranked by.
     """
 
     bucket: str
@@ -153,6 +160,7 @@ class TokenPlan:
     positions: torch.Tensor
     lowfreq: LowFreqLayout | None
     kinds: torch.Tensor
+    scores: torch.Tensor
     counts: dict[str, int]
     mask_ratio: float
     high_freq_dropped: int
@@ -229,6 +237,9 @@ def plan_batch(
     """
     config = config or PlannerConfig()
     table = parse_buckets(buckets)
+    token_size = _as_int(token_size, "token_size")
+    if token_size < 1:
+        raise PlanError(f"token_size must be a positive number of pixels, got {token_size}")
     if len(images) != len(masks):
         raise PlanError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
     if len(images) == 0:
@@ -309,6 +320,7 @@ def _select(
         positions=positions,
         lowfreq=layout,
         kinds=kinds.reshape(h, w),
+        scores=analysis.score,
         counts=counts,
         mask_ratio=analysis.mask_ratio,
         high_freq_dropped=int((region & ~kept).sum()),
@@ -356,9 +368,18 @@ def _analyze(image: Any, mask: Any, token_size: int, config: PlannerConfig) -> _
     return _Analysis(mask_tokens, score, mask_pixels / mask_t.numel())
 
 
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise PlanError(f"{what} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise PlanError(f"{what} must be an integer, got {value!r}") from None
+
+
 def _token_grid(height: int, width: int, token_size: int) -> tuple[int, int]:
-    if not isinstance(token_size, int) or token_size < 1:
-        raise PlanError(f"token_size must be a positive integer number of pixels, got {token_size!r}")
+    if height == 0 or width == 0:
+        raise PlanError(f"image is {width}x{height}: it has no pixels")
     if height % token_size or width % token_size:
         def near(n: int) -> str:
             down = n // token_size * token_size
@@ -396,9 +417,9 @@ def _as_image(image: Any) -> torch.Tensor:
     if not t.is_floating_point():
         raise PlanError(f"image dtype {t.dtype} is not supported: pass uint8 (0-255) or float in [0, 1]")
     t = t.float()
-    if not torch.isfinite(t).all():
-        raise PlanError("image contains NaN or infinite values; clean the image before planning")
-    lo, hi = float(t.min()), float(t.max())
+    lo, hi = (float(v) for v in torch.aminmax(t))  # NaN propagates into both: one pass checks all
+    if math.isnan(lo) or math.isnan(hi):
+        raise PlanError("image contains NaN values; clean the image before planning")
     if lo < 0.0 or hi > 1.0:
         raise PlanError(f"float image values must lie in [0, 1], got [{lo:.3g}, {hi:.3g}]; for 0-255 data pass uint8 or divide by 255")
     return t

@@ -19,7 +19,7 @@ class PlanTensors:
     """A plan as the tensors a compressed forward consumes.
 
     keep:  int64 [B, K]  full-resolution tokens of the sequence, in order
-    pool:  [L, N]        row l averages the tokens of low-frequency block l (None: L = 0)
+    pool:  float32 [L, N] row l averages the tokens of low-frequency block l (None: L = 0)
     block: int64 [B, N]  each token's low-frequency block, to upsample predictions (None: L = 0)
     """
 
@@ -28,11 +28,11 @@ class PlanTensors:
     block: torch.Tensor | None
 
     @classmethod
-    def from_plan(cls, plan: TokenPlan, batch: int, device: torch.device, dtype: torch.dtype) -> "PlanTensors":
+    def from_plan(cls, plan: TokenPlan, batch: int, device: torch.device) -> "PlanTensors":
         keep = plan.keep_indices.to(device).expand(batch, -1)
         if plan.lowfreq is None:
             return cls(keep, None, None)
-        pool = plan.lowfreq.pooling_matrix(dtype).to(device)
+        pool = plan.lowfreq.pooling_matrix().to(device)
         block = plan.lowfreq.block_of_token().to(device).expand(batch, -1)
         return cls(keep, pool, block)
 
@@ -50,7 +50,8 @@ def compress(tokens: torch.Tensor, plan: PlanTensors) -> torch.Tensor:
     kept = token_gather(tokens, plan.keep)
     if plan.pool is None:
         return kept
-    lowfreq = torch.matmul(plan.pool.to(tokens.dtype), tokens)
+    # float32: in bf16 the block means (and so the block-centre positions) drift by up to 0.08 tokens
+    lowfreq = torch.matmul(plan.pool, tokens.float()).to(tokens.dtype)
     return torch.cat([lowfreq, kept], dim=1)
 
 
@@ -62,7 +63,7 @@ def expand(sequence: torch.Tensor, plan: PlanTensors, n_tokens: int, fill: torch
     n_lowfreq = plan.n_lowfreq
     kept = sequence[:, n_lowfreq:]
     if fill is not None:
-        base = fill.to(sequence.dtype)
+        base = fill.to(sequence.device, sequence.dtype)
     elif plan.block is not None:
         base = token_gather(sequence[:, :n_lowfreq], plan.block)
     elif kept.shape[1] == n_tokens:

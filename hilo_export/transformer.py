@@ -52,7 +52,9 @@ class HiLoTransformer(torch.nn.Module):
         batch = hidden_states.shape[0]
         plans = _per_sample(plan, batch)
         n_tokens = plans[0].n_tokens
-        if hidden_states.ndim != 3 or hidden_states.shape[1] != n_tokens:
+        if hidden_states.ndim != 3:
+            raise ValueError(f"hidden_states must be [batch, tokens, channels]; got shape {tuple(hidden_states.shape)}")
+        if hidden_states.shape[1] != n_tokens:
             raise ValueError(
                 f"hidden_states has shape {tuple(hidden_states.shape)}, but the plan is for a {plans[0].grid[0]}x"
                 f"{plans[0].grid[1]} grid ({n_tokens} tokens): plan with an image of the latents' size"
@@ -68,7 +70,7 @@ class HiLoTransformer(torch.nn.Module):
                 name: _take(value, rows, batch) if name in self.adapter.batched_inputs else value
                 for name, value in inputs.items()
             }
-            tensors = PlanTensors.from_plan(group_plan, len(rows), hidden_states.device, hidden_states.dtype)
+            tensors = PlanTensors.from_plan(group_plan, len(rows), hidden_states.device)
             group_fill = None if fill is None else fill[rows]
             outputs.append((rows, self.adapter.forward(self.model, tensors, n_tokens, group_fill, group_inputs)))
         output = _reassemble(outputs, batch)

@@ -27,6 +27,7 @@ def test_custom_fractions():
         ("s=0", "strictly between 0 and 1"),
         ("s,s", "listed twice"),
         ("1x=0.2", "plain identifier"),
+        ("full=0.5", "full always keeps every token"),
     ],
 )
 def test_bad_specs_name_the_fix(spec, message):

@@ -43,6 +43,15 @@ def test_plan_with_user_files(tmp_path):
     assert json.loads(result.output)["bucket"] == "full"
 
 
+def test_plan_reads_0_1_mask_files_as_binary(tmp_path):
+    mask = np.zeros((64, 96), np.uint8)
+    mask[:16, :16] = 1
+    Image.fromarray(np.zeros((64, 96, 3), np.uint8)).save(tmp_path / "i.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    result = invoke("plan", "--image", str(tmp_path / "i.png"), "--mask", str(tmp_path / "m.png"), "--json")
+    assert json.loads(result.output)["mask_ratio"] == mask.mean()
+
+
 def test_plan_errors_are_one_clear_line(tmp_path):
     Image.fromarray(np.zeros((50, 64, 3), np.uint8)).save(tmp_path / "odd.png")
     Image.fromarray(np.zeros((50, 64), np.uint8)).save(tmp_path / "odd_mask.png")
@@ -53,9 +62,10 @@ def test_plan_errors_are_one_clear_line(tmp_path):
         (["--mask", str(tmp_path / "odd_mask.png")], "resize the mask"),
         (["--image", str(tmp_path / "junk.png")], "cannot read image or mask"),
         (["--buckets", "huge"], "unknown bucket 'huge'"),
+        (["--out", str(tmp_path / "junk.png" / "x.png")], "cannot write"),
     ]
     for args, message in cases:
-        result = CliRunner().invoke(main, ["plan", *args, "--out", str(out)])
+        result = CliRunner().invoke(main, ["plan", "--out", str(out), *args])
         assert result.exit_code == 1, result.output
         assert message in result.output and "Traceback" not in result.output
     assert not out.exists()

@@ -100,10 +100,23 @@ def test_kept_tokens_ignore_dropped_tokens_without_lowfreq(flux_model):
 
 def test_sequence_positions_are_the_plan_positions():
     plan = make_plan()
-    tensors = PlanTensors.from_plan(plan, 1, torch.device("cpu"), torch.float32)
+    tensors = PlanTensors.from_plan(plan, 1, torch.device("cpu"))
     positions = compress(grid_ids(H, W)[None], tensors)[0]
     assert torch.allclose(positions[:, 1:], plan.positions)
     assert torch.equal(positions[:, 0], torch.zeros(plan.capacity))
+
+
+def test_lowfreq_positions_stay_exact_in_bf16():
+    """Partial 16-token blocks on an 85 x 48 grid (a 1360 x 768 Flux image): bf16 averaging would drift."""
+    h, w = 48, 85
+    mask = np.zeros((h * TOKEN, w * TOKEN), bool)
+    mask[:50, :50] = True
+    plan = plan_tokens(textured_image(h, w), mask, token_size=TOKEN)
+    assert plan.n_lowfreq == 3 * 6
+    tensors = PlanTensors.from_plan(plan, 1, torch.device("cpu"))
+    positions = compress(grid_ids(h, w)[None].bfloat16(), tensors)[0]
+    assert positions.dtype == torch.bfloat16
+    assert torch.equal(positions[: plan.n_lowfreq, 1:].float(), plan.positions[: plan.n_lowfreq])
 
 
 def run_counting_calls(model, inputs, plan):
@@ -170,6 +183,8 @@ def test_errors_name_the_fix(flux_model):
     inputs = flux_inputs(flux_model, H, W)
     with pytest.raises(ValueError, match="plan with an image of the latents' size"):
         run(model, flux_inputs(flux_model, H, W + 1), plan=plan)
+    with pytest.raises(ValueError, match=r"\[batch, tokens, channels\]"):
+        run(model, dict(inputs, hidden_states=inputs["hidden_states"][0]), plan=plan)
     with pytest.raises(ValueError, match="fill has shape"):
         run(model, inputs, plan=plan, fill=torch.zeros(2, H * W, 3))
     with pytest.raises(ValueError, match="one plan, or one per sample"):

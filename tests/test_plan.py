@@ -58,6 +58,10 @@ def check_plan_invariants(plan, mask_bool: np.ndarray, config: PlannerConfig, bu
     kinds = plan.kinds.reshape(-1).numpy()
     assert ((kinds != DROPPED) == kept).all()
     assert ((kinds == MASK) == must_keep).all()
+    outside = plan.scores.reshape(-1).numpy()[~must_keep]
+    kept_outside = kept[~must_keep]
+    if kept_outside.any() and (~kept_outside).any():
+        assert outside[kept_outside].min() >= outside[~kept_outside].max(), "the fill takes the highest scores"
     assert plan.positions.shape == (plan.capacity, 2)
     rows, cols = plan.positions[plan.n_lowfreq :].T
     assert torch.equal(rows.long() * w + cols.long(), keep)
@@ -236,6 +240,7 @@ def test_uint8_mask_is_read_at_half_scale():
         (np.zeros((64, 64, 3), np.uint8), np.full((64, 64), np.nan), "NaN"),
         (np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), bool), "one channel"),
         ("not an image", np.zeros((64, 64), bool), "must hold numbers"),
+        (np.zeros((0, 64, 3), np.uint8), np.zeros((0, 64), bool), "no pixels"),
     ],
 )
 def test_bad_inputs_get_clear_errors(image, mask, message):
@@ -248,9 +253,17 @@ def test_bad_config_and_batch_errors():
         PlannerConfig(dilation=-1)
     with pytest.raises(PlanError, match="unknown planner settings"):
         PlannerConfig.from_dict({"dilaton": 1})
+    with pytest.raises(PlanError, match="dilation must be an integer"):
+        PlannerConfig(dilation=1.5)
+    with pytest.raises(PlanError, match="lowfreq_factor must be an integer"):
+        PlannerConfig(lowfreq_factor=True)
+    assert PlannerConfig(lowfreq_factor=np.int64(4)).lowfreq_factor == 4
     image = textured_image(4, 4)
     with pytest.raises(PlanError, match="one mask per image"):
         plan_batch([image, image], [np.zeros((32, 32), bool)], token_size=TOKEN)
+    with pytest.raises(PlanError, match="token_size must be an integer"):
+        plan_tokens(image, np.zeros((32, 32), bool), token_size=8.0)
+    assert plan_tokens(image, np.zeros((32, 32), bool), token_size=np.int64(8)).token_size == 8
     with pytest.raises(PlanError, match="share a size"):
         plan_batch([image, textured_image(4, 8)], [np.zeros((32, 32), bool), np.zeros((32, 64), bool)], token_size=TOKEN)
 
