@@ -43,8 +43,22 @@ class Bucket:
         aligned = math.ceil(self.fraction * n_tokens / CAPACITY_ALIGN) * CAPACITY_ALIGN
         return min(n_tokens, max(n_lowfreq, aligned))
 
+    def kept(self, n_tokens: int, n_lowfreq: int) -> int:
+        """Full-resolution tokens of this bucket: the engines' ``k_kept`` axis."""
+        return n_tokens if self.is_full else self.capacity(n_tokens, n_lowfreq) - n_lowfreq
+
+    def profile(self, n_tokens: int, n_lowfreq: int) -> dict[str, int]:
+        """TensorRT min/opt/max of ``k_kept``: every request of a bucket runs at exactly its size."""
+        k = self.kept(n_tokens, n_lowfreq)
+        return {"min": k, "opt": k, "max": k}
+
 
 FULL_BUCKET = Bucket(FULL, 1.0)
+
+
+def format_buckets(buckets: Iterable[Bucket]) -> str:
+    """The ``--buckets`` spelling of a table (full left out: it is always there)."""
+    return ",".join(f"{b.name}={b.fraction:g}" for b in buckets if not b.is_full)
 
 
 def parse_buckets(spec: str | Iterable[str] | None) -> tuple[Bucket, ...]:

@@ -37,9 +37,11 @@ def main() -> None:
 @click.option("--freq-threshold", default=PlannerConfig.freq_threshold, show_default=True,
               help="Regional frequency score (0-1) from which a kept token counts as high-frequency rather than "
                    "fill (the selection itself always takes the highest scores).")
+@click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A built engine folder: plan with its token size, buckets and planner settings instead.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the selection here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
-def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, out, as_json) -> None:
+def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, engines, out, as_json) -> None:
     """Plan which tokens the DiT sees for one image and mask."""
     from PIL import Image, UnidentifiedImageError
 
@@ -51,10 +53,17 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         mask = _binary_mask(np.asarray(Image.open(mask_path).convert("L")))
     except (UnidentifiedImageError, OSError) as err:
         raise click.ClickException(f"cannot read image or mask: {err}") from None
+    from .backends import BackendError
+    from .manifest import ManifestError
+    from .runtime import HiLoRuntime, RuntimeInputError
+
     try:
-        config = PlannerConfig(dilation=dilation, lowfreq_factor=lowfreq_factor or None, freq_threshold=freq_threshold)
-        result = plan_tokens(np.asarray(image), mask, token_size=token_size, buckets=buckets, config=config)
-    except (PlanError, BucketError) as err:
+        if engines is not None:
+            result = HiLoRuntime.load(engines, verify=False).plan(np.asarray(image), mask)
+        else:
+            config = PlannerConfig(dilation=dilation, lowfreq_factor=lowfreq_factor or None, freq_threshold=freq_threshold)
+            result = plan_tokens(np.asarray(image), mask, token_size=token_size, buckets=buckets, config=config)
+    except (PlanError, BucketError, ManifestError, RuntimeInputError, BackendError) as err:
         raise click.ClickException(str(err)) from None
 
     if out is not None:
@@ -77,3 +86,127 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
     )
     if out is not None:
         click.echo(f"selection picture: {out}")
+
+
+def _fail(err: Exception) -> click.ClickException:
+    return click.ClickException(str(err))
+
+
+def _echo(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@main.command()
+@click.option("--model", "model_name", default="tiny-flux", show_default=True,
+              help="A local diffusers folder, a model id in the local cache, or a built-in: tiny-flux, flux-shaped.")
+@click.option("--buckets", default="s,m,l", show_default=True, help="Buckets to build (full is always added).")
+@click.option("--resolution", default="1024x1024", show_default=True, help="Image size the engines serve, WIDTHxHEIGHT.")
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: engines/<model>].")
+@click.option("--token-size", default=16, show_default=True, help="Pixels per DiT token side.")
+@click.option("--batch", default=1, show_default=True, help="Batch size the engines are built for.")
+@click.option("--text-len", type=int, help="Text tokens the engines take [default: the model's; 512 for Flux].")
+def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len) -> None:
+    """Export a DiT with HiLo ops and build one engine per bucket."""
+    from .backends import BackendError
+    from .build import BuildError, BuildRequest
+    from .build import build as run_build
+    from .export import ExportError
+    from .manifest import ManifestError
+    from .models import ModelError
+
+    try:
+        request = BuildRequest(
+            model=model_name, buckets=buckets, resolution=_resolution(resolution), backend=backend, precision=precision,
+            out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len,
+        )
+        folder = run_build(request, progress=_echo)
+    except (BuildError, BucketError, ModelError, BackendError, ExportError, ManifestError, PlanError) as err:
+        raise _fail(err) from None
+    click.echo(str(folder))
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    from .build import parse_resolution
+
+    return parse_resolution(text)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--verbose", is_flag=True, help="Show polygraphy's full comparison report.")
+def validate(folder, verbose) -> None:
+    """Compare every bucket's engine with the torch reference (polygraphy); exit 1 on mismatch."""
+    from .backends import BackendError
+    from .manifest import ManifestError
+    from .models import ModelError
+    from .validate import validate as run_validate
+
+    try:
+        results = run_validate(folder, progress=click.echo, verbose=verbose)
+    except (ManifestError, ModelError, BackendError) as err:
+        raise _fail(err) from None
+    failed = [r.bucket for r in results if not r.passed]
+    if failed:
+        raise click.ClickException(f"engines differ from torch beyond tolerance in bucket(s) {', '.join(failed)}")
+    click.echo(f"all {len(results)} buckets match torch")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect(folder, as_json) -> None:
+    """Show what a built engine folder holds."""
+    from .manifest import ManifestError, read_manifest
+
+    try:
+        manifest = read_manifest(folder)
+    except ManifestError as err:
+        raise _fail(err) from None
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    model, backend = manifest["model"], manifest["backend"]
+    width, height = manifest["resolution"]
+    click.echo(f"{folder}: {model['name']} ({model['class']}, weights {model['weights_sha256'][:12]})")
+    click.echo(
+        f"  {width}x{height} px, token {manifest['token_size']} px, grid {manifest['grid'][0]}x{manifest['grid'][1]}, "
+        f"batch {manifest['batch']}, text {manifest['text_len']} tokens, {manifest['precision']}"
+    )
+    click.echo(f"  backend {backend['name']} {backend['version']} on {backend['device']}; planner {manifest['planner']}")
+    for kind, graph in manifest["graphs"].items():
+        errors = ", ".join(f"K={k}: {v:.1e}" for k, v in graph["check"]["relative_error"].items())
+        files = ", ".join(f"{f['path']} ({f['bytes'] / 1e6:.1f} MB)" for f in graph["files"] + graph["engine"]["files"])
+        click.echo(f"  graph {kind}: {files}; ORT vs torch relative error {errors}")
+    click.echo(f"  {'bucket':6s} {'fraction':>8s} {'capacity':>8s} {'low-freq':>8s} {'kept':>6s}  graph")
+    for b in manifest["buckets"]:
+        click.echo(f"  {b['name']:6s} {b['fraction']:8.3f} {b['capacity']:8d} {b['n_lowfreq']:8d} {b['kept']:6d}  {b['graph']}")
+    click.echo("  inputs:  " + ", ".join(f"{v['name']} {v['dtype']}{v['shape']}" for v in manifest["graphs"]["full"]["inputs"]))
+
+
+@main.command()
+@click.option("--masks", "mask_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of mask images (white = edit).")
+@click.option("--token-size", default=16, show_default=True)
+@click.option("--shares", default="0.5,0.3,0.2", show_default=True, help="Share of the masks to land in s, m, l.")
+def calibrate(mask_dir, token_size, shares) -> None:
+    """Derive bucket capacities from a folder of masks and print the table."""
+    from .calibrate import calibrate as run_calibrate
+    from .calibrate import read_masks
+
+    try:
+        values = [float(s) for s in shares.split(",")]
+    except ValueError:
+        raise click.ClickException(f"--shares {shares!r}: give three numbers such as 0.5,0.3,0.2") from None
+    try:
+        result = run_calibrate(read_masks(mask_dir), token_size, values)
+    except (BucketError, PlanError) as err:
+        raise _fail(err) from None
+    click.echo(f"{result.n_masks} masks, token size {token_size}")
+    click.echo(f"  {'bucket':6s} {'fraction':>8s} {'share of masks':>15s}")
+    for b in result.buckets:
+        click.echo(f"  {b.name:6s} {b.fraction:8.4f} {result.shares[b.name]:15.1%}")
+    from .buckets import format_buckets
+
+    click.echo(f"use: --buckets {format_buckets(result.buckets)}")

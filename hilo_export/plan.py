@@ -257,6 +257,17 @@ def plan_batch(
     return [_select(a, bucket, layout, token_size, config) for a in analyses]
 
 
+def mandatory_tokens(mask: Any, token_size: int = 16, config: PlannerConfig | None = None) -> tuple[int, int, int]:
+    """What a mask forces a plan to hold: (dilated-mask + low-frequency tokens, grid tokens, low-frequency tokens)."""
+    config = config or PlannerConfig()
+    mask_t = _as_mask(mask)
+    grid = _token_grid(*mask_t.shape, _as_int(token_size, "token_size"))
+    mask_tokens = _dilate(_mask_tokens(mask_t, token_size)[0], config.dilation)
+    layout = _lowfreq_layout(grid, config)
+    n_lowfreq = layout.count if layout else 0
+    return int(mask_tokens.sum()) + n_lowfreq, grid[0] * grid[1], n_lowfreq
+
+
 def _choose_bucket(table: Sequence[Bucket], n_mask: int, n_tokens: int, n_lowfreq: int) -> Bucket:
     for bucket in table:
         if bucket.is_full or bucket.capacity(n_tokens, n_lowfreq) >= n_lowfreq + n_mask:
@@ -356,9 +367,7 @@ def _analyze(image: Any, mask: Any, token_size: int, config: PlannerConfig) -> _
     grid = _token_grid(height, width, token_size)
 
     mask_tokens, mask_pixels = _mask_tokens(mask_t, token_size)
-    if config.dilation > 0:
-        radius = config.dilation
-        mask_tokens = F.max_pool2d(mask_tokens[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0
+    mask_tokens = _dilate(mask_tokens, config.dilation)
 
     score = _frequency_map(image_t, token_size, config.freq_samples)
     if config.region_radius > 0:
@@ -375,6 +384,12 @@ def _as_int(value: Any, what: str) -> int:
         return operator.index(value)
     except TypeError:
         raise PlanError(f"{what} must be an integer, got {value!r}") from None
+
+
+def _dilate(tokens: torch.Tensor, radius: int) -> torch.Tensor:
+    if radius == 0:
+        return tokens
+    return F.max_pool2d(tokens[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0
 
 
 def _token_grid(height: int, width: int, token_size: int) -> tuple[int, int]:

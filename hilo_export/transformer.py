@@ -9,7 +9,7 @@ import torch
 
 from .adapters import adapter_for
 from .plan import TokenPlan
-from .sequence import PlanTensors
+from .sequence import PlanTensors, expand
 
 
 class HiLoTransformer(torch.nn.Module):
@@ -72,7 +72,8 @@ class HiLoTransformer(torch.nn.Module):
             }
             tensors = PlanTensors.from_plan(group_plan, len(rows), hidden_states.device)
             group_fill = None if fill is None else fill[rows]
-            outputs.append((rows, self.adapter.forward(self.model, tensors, n_tokens, group_fill, group_inputs)))
+            predictions = self.adapter.predict(self.model, tensors, n_tokens, group_inputs)
+            outputs.append((rows, expand(predictions, tensors, n_tokens, group_fill)))
         output = _reassemble(outputs, batch)
 
         if not return_dict:

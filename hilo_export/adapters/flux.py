@@ -7,11 +7,12 @@ true position into RoPE (low-frequency tokens sit at fractional block centres).
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 
-from ..sequence import PlanTensors, compress, expand
+from ..sequence import PlanTensors, compress
 
 
 class FluxAdapter:
@@ -24,14 +25,8 @@ class FluxAdapter:
     def out_channels(self, model: torch.nn.Module) -> int:
         return model.out_channels
 
-    def forward(
-        self,
-        model: torch.nn.Module,
-        plan: PlanTensors,
-        n_tokens: int,
-        fill: torch.Tensor | None,
-        inputs: dict[str, Any],
-    ) -> torch.Tensor:
+    def predict(self, model: torch.nn.Module, plan: PlanTensors, n_tokens: int, inputs: dict[str, Any]) -> torch.Tensor:
+        """Predictions for the HiLo sequence, [B, L + K, out_channels]."""
         img_ids = inputs["img_ids"]
         if img_ids is None:
             raise ValueError("Flux needs img_ids (the [N, 3] image token positions) to place the kept tokens")
@@ -41,15 +36,70 @@ class FluxAdapter:
             raise ValueError(f"img_ids has {img_ids.shape[0]} rows but the plan's grid has {n_tokens} tokens")
         sequence = compress(inputs["hidden_states"], plan)
         positions = compress(img_ids[None].float(), plan.first())[0]
-        output = model(
+        return model(
             hidden_states=sequence,
             encoder_hidden_states=inputs["encoder_hidden_states"],
             pooled_projections=inputs["pooled_projections"],
             timestep=inputs["timestep"],
             img_ids=positions,
             txt_ids=inputs["txt_ids"],
-            guidance=inputs["guidance"],
-            joint_attention_kwargs=inputs["joint_attention_kwargs"],
+            guidance=inputs.get("guidance"),
+            joint_attention_kwargs=inputs.get("joint_attention_kwargs"),
             return_dict=False,
         )[0]
-        return expand(output, plan, n_tokens, fill)
+
+    # ------------------------------------------------------------ export
+
+    def example_inputs(self, model: torch.nn.Module, batch: int, grid: tuple[int, int], text_len: int,
+                       dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Full-grid engine inputs in engine order (the plan tensors are added by the exporter)."""
+        cfg = model.config
+        h, w = grid
+        g = torch.Generator().manual_seed(0)
+        img_ids = torch.zeros(h * w, 3)
+        img_ids[:, 1] = torch.arange(h).repeat_interleave(w)
+        img_ids[:, 2] = torch.arange(w).repeat(h)
+        inputs = {
+            "hidden_states": torch.randn(batch, h * w, cfg.in_channels, generator=g, dtype=dtype),
+            "encoder_hidden_states": torch.randn(batch, text_len, cfg.joint_attention_dim, generator=g, dtype=dtype),
+            "pooled_projections": torch.randn(batch, cfg.pooled_projection_dim, generator=g, dtype=dtype),
+            "timestep": torch.rand(batch, generator=g, dtype=dtype),
+            "img_ids": img_ids,
+            "txt_ids": torch.zeros(text_len, 3),
+        }
+        if cfg.guidance_embeds:
+            inputs["guidance"] = torch.full((batch,), 3.5, dtype=dtype)
+        return inputs
+
+    @contextmanager
+    def export_mode(self, model: torch.nn.Module) -> Iterator[None]:
+        """Rotary frequencies in float32: diffusers computes them in float64, which engines should not see."""
+        stock = model.pos_embed
+        model.pos_embed = _Float32RotaryEmbedding(stock.theta, stock.axes_dim)
+        try:
+            yield
+        finally:
+            model.pos_embed = stock
+
+
+class _Float32RotaryEmbedding(torch.nn.Module):
+    """FluxPosEmbed with float32 frequencies (same formula, through diffusers' own helper)."""
+
+    def __init__(self, theta: int, axes_dim: list[int]):
+        super().__init__()
+        self.theta = theta
+        self.axes_dim = axes_dim
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+        positions = ids.float()
+        cos, sin = [], []
+        for axis, dim in enumerate(self.axes_dim):
+            c, s = get_1d_rotary_pos_embed(
+                dim, positions[:, axis], theta=self.theta, repeat_interleave_real=True, use_real=True,
+                freqs_dtype=torch.float32,
+            )
+            cos.append(c)
+            sin.append(s)
+        return torch.cat(cos, dim=-1), torch.cat(sin, dim=-1)

@@ -1,0 +1,263 @@
+"""``hilo-export build``: export, build engines per bucket, write ``manifest.json``; cached.
+
+A folder holds at most two graphs: ``hilo`` (dynamic ``k_kept``, every bucket but full) and
+``full``. Files are named by the hash of what defines them, written beside the old ones, and
+the manifest is replaced last: an interrupted build leaves the previous build usable, and a
+repeated build finds every file already there and rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .adapters import adapter_for
+from .backends import Profile, get_backend
+from .buckets import FULL, Bucket, format_buckets, parse_buckets
+from .export import ONNX_OPSET, PRECISIONS, TOLERANCE, EngineGraph, GraphSpec, check_against_torch, data_files, export_graph
+from .manifest import SCHEMA_VERSION, ManifestError, all_files, file_entry, files_intact, read_manifest, write_manifest
+from .models import LoadedModel, load_model, text_len_for
+from .plan import LowFreqLayout, PlannerConfig
+
+# the files a build owns in its folder: anything else there is left alone
+_OWNED = re.compile(r"^(hilo|full)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$|^\.(hilo|full)-.*\.partial$")
+
+
+class BuildError(ValueError):
+    """A build request that cannot be carried out; the message says how to fix it."""
+
+
+@dataclass
+class BuildRequest:
+    model: str
+    buckets: str = "s,m,l"
+    resolution: tuple[int, int] = (1024, 1024)  # width, height in pixels
+    backend: str = "ort"
+    precision: str = "fp32"
+    out_dir: Path | None = None
+    token_size: int = 16
+    batch: int = 1
+    text_len: int | None = None  # default: the model's (512 for Flux)
+    config: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise BuildError(f"resolution {text!r} is not WIDTHxHEIGHT, e.g. 1024x1024")
+    return int(match.group(1)), int(match.group(2))
+
+
+def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Path:
+    backend = get_backend(request.backend)  # refuses at once when the backend is missing
+    if request.precision not in PRECISIONS:
+        raise BuildError(f"unknown precision {request.precision!r}: use one of {', '.join(PRECISIONS)}")
+    width, height = request.resolution
+    if width <= 0 or height <= 0 or width % request.token_size or height % request.token_size:
+        raise BuildError(
+            f"resolution {width}x{height} must be positive multiples of the token size {request.token_size} "
+            "(16 px for Flux: 8 px per latent pixel x 2 x 2 patches)"
+        )
+    if request.batch < 1:
+        raise BuildError(f"batch must be at least 1, got {request.batch}")
+    table = parse_buckets(request.buckets)
+
+    progress(f"loading {request.model}")
+    loaded = load_model(request.model)
+    adapter = adapter_for(loaded.model)
+    model = loaded.model
+    if model.dtype != PRECISIONS[request.precision]:
+        model = model.to(PRECISIONS[request.precision])
+    grid = (height // request.token_size, width // request.token_size)
+    n_tokens = grid[0] * grid[1]
+    layout = None if request.config.lowfreq_factor is None else LowFreqLayout(request.config.lowfreq_factor, grid)
+    n_lowfreq = layout.count if layout else 0
+    text_len = request.text_len or text_len_for(request.model)
+    out_dir = Path(request.out_dir or Path("engines") / loaded.slug)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _previous_manifest(out_dir)
+    device = backend.device()
+
+    groups = {"hilo": [b for b in table if not b.is_full], FULL: [b for b in table if b.is_full]}
+    graphs: dict[str, Any] = {}
+    for kind, buckets in groups.items():
+        if not buckets:
+            continue
+        spec = GraphSpec(kind, grid, request.batch, text_len, request.config.lowfreq_factor, request.precision)
+        profiles = [Profile(b.name, b.kept(n_tokens, n_lowfreq)) for b in buckets]
+        graphs[kind] = _graph(loaded, adapter, model, spec, profiles, backend, device, out_dir, previous, progress)
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "hilo_export_version": __version__,
+        "model": {
+            "name": loaded.name,
+            "source": loaded.source,
+            "family": adapter.family,
+            "class": type(loaded.model).__name__,
+            "weights_sha256": loaded.weights_sha256,
+            "config": _plain(dict(loaded.model.config)),
+        },
+        "resolution": [width, height],
+        "token_size": request.token_size,
+        "grid": list(grid),
+        "batch": request.batch,
+        "text_len": text_len,
+        "precision": request.precision,
+        "planner": request.config.to_dict(),
+        "buckets_spec": format_buckets(table),
+        "backend": {"name": backend.name, "version": backend.version(), "device": device},
+        "graphs": graphs,
+        "buckets": [_bucket_entry(b, n_tokens, n_lowfreq, graphs) for b in table],
+        "tools": _tool_versions(),
+    }
+    write_manifest(out_dir, manifest)
+    _remove_unreferenced(out_dir, manifest)
+    progress(f"built {out_dir} ({', '.join(b.name for b in table)})")
+    return out_dir
+
+
+def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[Profile], backend, device: str,
+           out_dir: Path, previous: dict[str, Any] | None, progress) -> dict[str, Any]:
+    key = _graph_key(loaded, spec)
+    old = (previous or {}).get("graphs", {}).get(spec.kind)
+    onnx_path = out_dir / f"{spec.kind}-{key[:16]}.onnx"
+    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+        progress(f"{spec.kind} graph: up to date ({onnx_path.name})")
+        files, check = old["files"], old["check"]
+    else:
+        graph = EngineGraph(adapter, model, spec).eval()
+        export_graph(graph, onnx_path, progress)
+        ks = sorted({p.kept for p in profiles} | {1}) if spec.kind != FULL else [spec.n_tokens]
+        progress(f"{spec.kind} graph: checking ONNX Runtime against torch at K = {ks}")
+        errors = check_against_torch(graph, onnx_path, ks)
+        files = [file_entry(out_dir, p) for p in data_files(onnx_path)]
+        check = {"tolerance": TOLERANCE, "relative_error": {str(k): v for k, v in errors.items()}}
+
+    onnx_sha = files[0]["sha256"]
+    engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device)
+    old_engine = old["engine"] if old else None
+    if old_engine and old_engine["key"] == engine_key and files_intact(out_dir, old_engine["files"]):
+        engine_files = old_engine["files"]
+        if engine_files:
+            progress(f"{spec.kind} engine: up to date")
+    else:
+        built = backend.build(onnx_path, profiles, spec.precision, out_dir, engine_key)
+        if built:
+            progress(f"{spec.kind} engine: built {', '.join(p.name for p in built)}")
+        engine_files = [file_entry(out_dir, p) for p in built]
+
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return {
+        "key": key,
+        "spec": spec.to_json(),
+        "files": files,
+        "check": check,
+        "engine": {"key": engine_key, "files": engine_files, "profiles": [p.bucket for p in profiles]},
+        "inputs": [_value_info(v) for v in proto.graph.input],
+        "outputs": [_value_info(v) for v in proto.graph.output],
+    }
+
+
+def _bucket_entry(bucket: Bucket, n_tokens: int, n_lowfreq: int, graphs: dict[str, Any]) -> dict[str, Any]:
+    kind = FULL if bucket.is_full else "hilo"
+    lowfreq = 0 if bucket.is_full else n_lowfreq
+    kept = bucket.kept(n_tokens, lowfreq)
+    graph = graphs[kind]
+
+    def resolved(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**v, "shape": [kept if d == "k_kept" else d for d in v["shape"]]} for v in values]
+
+    return {
+        "name": bucket.name,
+        "fraction": bucket.fraction,
+        "capacity": bucket.capacity(n_tokens, lowfreq),
+        "n_lowfreq": lowfreq,
+        "kept": kept,
+        "graph": kind,
+        "profile": bucket.profile(n_tokens, lowfreq),
+        "files": graph["files"] + graph["engine"]["files"],
+        "inputs": resolved(graph["inputs"]),
+        "outputs": resolved(graph["outputs"]),
+    }
+
+
+def _graph_key(loaded: LoadedModel, spec: GraphSpec) -> str:
+    import diffusers
+
+    content = {
+        "weights": loaded.weights_sha256,
+        "class": type(loaded.model).__name__,
+        "config": _plain(dict(loaded.model.config)),
+        "spec": spec.to_json(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "hilo_export": __version__,
+        "opset": ONNX_OPSET,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend: str, version: str, device: str) -> str:
+    content = {
+        "onnx": onnx_sha,
+        "profiles": [[p.bucket, p.kept] for p in profiles],
+        "precision": precision,
+        "backend": [backend, version],
+        "device": device,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _previous_manifest(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_manifest(out_dir)
+    except ManifestError:
+        return None  # nothing reusable: build everything
+
+
+def _remove_unreferenced(out_dir: Path, manifest: dict[str, Any]) -> None:
+    keep = {entry["path"] for entry in all_files(manifest)}
+    for path in out_dir.iterdir():
+        if path.is_file() and _OWNED.match(path.name) and path.name not in keep:
+            path.unlink()
+
+
+def _value_info(value) -> dict[str, Any]:
+    import onnx
+
+    tensor = value.type.tensor_type
+    dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": dims}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a diffusers config (tuples to lists, private keys dropped)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tool_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "diffusers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt", "polygraphy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
