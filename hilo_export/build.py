@@ -22,7 +22,7 @@ from . import __version__
 from .adapters import adapter_for
 from .backends import Profile, get_backend
 from .buckets import FULL, Bucket, format_buckets, parse_buckets
-from .export import ONNX_OPSET, PRECISIONS, TOLERANCE, EngineGraph, GraphSpec, check_against_torch, data_files, export_graph
+from .export import ONNX_OPSET, PRECISIONS, TOLERANCES, EngineGraph, GraphSpec, check_against_torch, data_files, export_graph
 from .manifest import SCHEMA_VERSION, ManifestError, all_files, file_entry, files_intact, read_manifest, write_manifest
 from .models import LoadedModel, load_model, text_len_for
 from .plan import LowFreqLayout, PlannerConfig
@@ -60,6 +60,7 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
     backend = get_backend(request.backend)  # refuses at once when the backend is missing
     if request.precision not in PRECISIONS:
         raise BuildError(f"unknown precision {request.precision!r}: use one of {', '.join(PRECISIONS)}")
+    backend.check_precision(request.precision)
     width, height = request.resolution
     if width <= 0 or height <= 0 or width % request.token_size or height % request.token_size:
         raise BuildError(
@@ -140,7 +141,7 @@ def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[
         progress(f"{spec.kind} graph: checking ONNX Runtime against torch at K = {ks}")
         errors = check_against_torch(graph, onnx_path, ks)
         files = [file_entry(out_dir, p) for p in data_files(onnx_path)]
-        check = {"tolerance": TOLERANCE, "relative_error": {str(k): v for k, v in errors.items()}}
+        check = {"tolerance": TOLERANCES[spec.precision], "relative_error": {str(k): v for k, v in errors.items()}}
 
     onnx_sha = files[0]["sha256"]
     engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device)

@@ -12,13 +12,11 @@ import numpy as np
 
 from .adapters import adapter_for
 from .backends.torch import TorchRunner
-from .export import PRECISIONS, EngineGraph, GraphSpec, example_keep
+from .export import PRECISIONS, TOLERANCES, EngineGraph, GraphSpec, example_keep
 from .manifest import ManifestError
 from .models import load_model
 from .runtime import HiLoRuntime
 
-# fp32 engines match torch to rounding; lower precisions are compared against a torch model of the same dtype
-TOLERANCES = {"fp32": (1e-4, 1e-4), "fp16": (2e-2, 2e-2), "bf16": (5e-2, 5e-2)}  # (atol, rtol)
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ def validate(folder: Path, progress: Callable[[str], None] = print, verbose: boo
     precision = manifest["precision"]
     model = loaded.model if loaded.model.dtype == PRECISIONS[precision] else loaded.model.to(PRECISIONS[precision])
     adapter = adapter_for(model)
-    atol, rtol = TOLERANCES[precision]
+    atol = rtol = TOLERANCES[precision]  # against a torch model of the same dtype
     progress(f"tolerance: |engine - torch| <= {atol:g} + {rtol:g} * |torch| on every element")
     results = []
     for bucket in manifest["buckets"]:

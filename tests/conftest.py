@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +68,24 @@ def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="session")
 def flux_model():
     return tiny_flux()
+
+
+# A built engine folder shared by the build, runtime and CLI tests (one export of each graph).
+BUILD_RESOLUTION = (320, 192)  # 20 x 12 tokens of 16 px: two low-frequency blocks, one partial
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    from hilo_export.build import BuildRequest, build
+
+    folder = tmp_path_factory.mktemp("engines") / "tiny-flux"
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder), progress=lambda _: None)
+    return folder
+
+
+@pytest.fixture
+def built_copy(built, tmp_path):
+    """A private copy of the built folder, for tests that change or break it."""
+    import shutil
+
+    return Path(shutil.copytree(built, tmp_path / "engines"))

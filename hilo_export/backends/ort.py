@@ -39,9 +39,11 @@ class OrtBackend:
     def device(self) -> str:
         return "cuda" if "CUDAExecutionProvider" in self.providers() else "cpu"
 
-    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]:
+    def check_precision(self, precision: str) -> None:
         if precision != "fp32" and self.device() == "cpu":
             raise BackendError(f"ONNX Runtime on the CPU runs fp32 engines; build with --precision fp32 (got {precision})")
+
+    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]:
         return []  # the ONNX file is the engine
 
     def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile]) -> "OrtRunner":

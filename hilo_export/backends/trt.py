@@ -3,13 +3,12 @@
 All buckets of the HiLo graph share one engine (one copy of the weights on the GPU); profile
 i fixes ``k_kept`` to bucket i's size. ``import tensorrt`` happens only inside this module's
 functions that need it; without TensorRT the backend refuses at once and says what to install.
-The pure parts (profile shapes, build settings, cache key) need no TensorRT and are tested.
+The pure parts (profile shapes, build settings) need no TensorRT and are tested; the cache key
+is the build's (hilo_export.build), shared by every backend.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +57,6 @@ def build_settings(input_shapes: dict[str, list[int | str]], profiles: list[Prof
     }
 
 
-def engine_key(onnx_sha256: str, settings: dict[str, Any], trt_version: str, compute_capability: str) -> str:
-    """Changes whenever anything that defines the engine changes."""
-    blob = json.dumps(
-        {"onnx": onnx_sha256, "settings": settings, "tensorrt": trt_version, "gpu": compute_capability}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 class TrtBackend:
     name = "trt"
 
@@ -74,6 +65,9 @@ class TrtBackend:
 
     def version(self) -> str:
         return self._trt.__version__
+
+    def check_precision(self, precision: str) -> None:
+        pass  # the strongly typed network runs in the precision the ONNX file was exported in
 
     def device(self) -> str:
         import torch
@@ -99,13 +93,14 @@ class TrtBackend:
             network.get_input(i).name: [K_AXIS if d == -1 else d for d in network.get_input(i).shape]
             for i in range(network.num_inputs)
         }
+        settings = build_settings(input_shapes, profiles, precision)
         config = builder.create_builder_config()
         cache_path = out_dir / "timing.cache"
         cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
         config.set_timing_cache(cache, ignore_mismatch=False)
-        for p in profiles:
+        for entry in settings["profiles"]:  # profile i serves bucket i
             profile = builder.create_optimization_profile()
-            for name, (low, opt, high) in profile_shapes(input_shapes, p.kept).items():
+            for name, (low, opt, high) in entry["shapes"].items():
                 profile.set_shape(name, low, opt, high)
             config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
