@@ -110,7 +110,6 @@ def example_keep(n_tokens: int, k: int, seed: int = 0) -> torch.Tensor:
 
 def export_graph(graph: EngineGraph, path: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
     """Export ``graph`` to ``path`` (written atomically, weights beside it when over 2 GiB)."""
-    import onnx
 
     spec = graph.spec
     feed = graph.example_feed()

@@ -93,8 +93,8 @@ def main() -> None:
     graph_specs = {kind: GraphSpec(**{**g["spec"], "grid": tuple(g["spec"]["grid"])}) for kind, g in manifest["graphs"].items()}
     full_flops = flops(args.model, graph_specs["full"], buckets[-1]["kept"])
     full_ms = statistics.median(times["shared", "full"]) * 1e3
-    print(f"\n| bucket | image tokens (kept + low-freq) | sequence with text | step, shared session | step, fixed-K session "
-          f"| speedup vs full | FLOP-ideal speedup | achieved / ideal |")
+    print("\n| bucket | image tokens (kept + low-freq) | sequence with text | step, shared session | step, fixed-K session "
+          "| speedup vs full | FLOP-ideal speedup | achieved / ideal |")
     print("|---|---|---|---|---|---|---|---|")
     for b in buckets:
         shared = statistics.median(times["shared", b["name"]]) * 1e3

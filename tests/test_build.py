@@ -1,7 +1,4 @@
-import json
-import os
 
-import numpy as np
 import onnx
 import pytest
 

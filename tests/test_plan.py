@@ -123,7 +123,7 @@ def test_batched_plans_share_the_largest_bucket(batch):
     image, mask, token, config = batch[0]
     shape = image.shape[:2]
     images, masks = [image], [mask]
-    for other_image, other_mask, *_ in batch[1:]:
+    for _, other_mask, *_ in batch[1:]:
         rng = np.random.default_rng(len(images))
         images.append(rng.integers(0, 256, (*shape, 3), dtype=np.uint8))
         m = np.zeros(shape, bool)
