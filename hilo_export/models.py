@@ -48,7 +48,7 @@ class LoadedModel:
     @property
     def slug(self) -> str:
         """A folder name for this model's builds."""
-        return Path(self.name).name.replace("/", "--") if self.source != "cache" else self.name.replace("/", "--")
+        return self.name.replace("/", "--") if self.source == "cache" else Path(self.name).name
 
 
 def load_model(name: str) -> LoadedModel:
