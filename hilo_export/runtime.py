@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .backends import Profile, Runner, get_backend
+from .backends import Backend, Profile, Runner, get_backend
 from .manifest import all_files, read_manifest, verify_files
 from .plan import PlannerConfig, TokenPlan, plan_tokens
 
@@ -21,19 +21,20 @@ class RuntimeInputError(ValueError):
 class HiLoRuntime:
     """One built engine folder, ready to run. Safe to call from several threads at once."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], backend: str | None = None):
+    def __init__(self, folder: Path, manifest: dict[str, Any], backend: str | Backend | None = None):
         self.folder = Path(folder)
         self.manifest = manifest
         self.config = PlannerConfig.from_dict(manifest["planner"])
         self.token_size = manifest["token_size"]
         self.grid = tuple(manifest["grid"])
         self.buckets = {b["name"]: b for b in manifest["buckets"]}
-        self._backend = get_backend(backend or manifest["backend"]["name"])
+        # a name, or a configured backend such as OrtBackend(fix_k=True)
+        self._backend = backend if hasattr(backend, "load") else get_backend(backend or manifest["backend"]["name"])
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: str | Path, backend: str | None = None, verify: bool = True) -> "HiLoRuntime":
+    def load(cls, folder: str | Path, backend: str | Backend | None = None, verify: bool = True) -> "HiLoRuntime":
         """Read ``manifest.json`` and check every file against its sha256 (``verify=False`` skips that)."""
         folder = Path(folder)
         manifest = read_manifest(folder)
