@@ -58,7 +58,7 @@ FULL_BUCKET = Bucket(FULL, 1.0)
 
 def format_buckets(buckets: Iterable[Bucket]) -> str:
     """The ``--buckets`` spelling of a table (full left out: it is always there)."""
-    return ",".join(f"{b.name}={b.fraction:g}" for b in buckets if not b.is_full)
+    return ",".join(f"{b.name}={b.fraction!r}" for b in buckets if not b.is_full)  # repr: exact round trip
 
 
 def parse_buckets(spec: str | Iterable[str] | None) -> tuple[Bucket, ...]:

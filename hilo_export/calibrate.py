@@ -31,7 +31,10 @@ def read_masks(folder: Path) -> list[np.ndarray]:
         raise BucketError(f"no mask images in {folder} (looked for {', '.join(sorted(MASK_SUFFIXES))})")
     masks = []
     for path in files:
-        mask = np.asarray(Image.open(path).convert("L"))
+        try:
+            mask = np.asarray(Image.open(path).convert("L"))
+        except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+            raise BucketError(f"cannot read mask {path}: {err}") from None
         masks.append(mask.astype(bool) if mask.max() == 1 else mask >= 128)
     return masks
 

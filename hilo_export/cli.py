@@ -176,9 +176,13 @@ def inspect(folder, as_json) -> None:
     )
     click.echo(f"  backend {backend['name']} {backend['version']} on {backend['device']}; planner {manifest['planner']}")
     for kind, graph in manifest["graphs"].items():
-        errors = ", ".join(f"K={k}: {v:.1e}" for k, v in graph["check"]["relative_error"].items())
+        check = graph["check"]
+        if "skipped" in check:
+            errors = f"not checked ({check['skipped']})"
+        else:
+            errors = "relative error " + ", ".join(f"K={k}: {v:.1e}" for k, v in check["relative_error"].items())
         files = ", ".join(f"{f['path']} ({f['bytes'] / 1e6:.1f} MB)" for f in graph["files"] + graph["engine"]["files"])
-        click.echo(f"  graph {kind}: {files}; ORT vs torch relative error {errors}")
+        click.echo(f"  graph {kind}: {files}; ORT vs torch {errors}")
     click.echo(f"  {'bucket':6s} {'fraction':>8s} {'capacity':>8s} {'low-freq':>8s} {'kept':>6s}  graph")
     for b in manifest["buckets"]:
         click.echo(f"  {b['name']:6s} {b['fraction']:8.3f} {b['capacity']:8d} {b['n_lowfreq']:8d} {b['kept']:6d}  {b['graph']}")

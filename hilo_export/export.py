@@ -140,23 +140,28 @@ def export_graph(graph: EngineGraph, path: Path, progress: Callable[[str], None]
 
 
 def _save(proto, path: Path) -> Path:
+    import shutil
+    import tempfile
+
     import onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     data_name = f"{path.name}.data"
-    external = proto.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    # write both files in a private folder beside the target, then move them into place:
+    # onnx appends to an existing data file, and readers must never see half a file
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.stem}-", suffix=".partial", dir=path.parent))
     try:
-        if external:
-            onnx.save_model(proto, tmp, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
-            onnx.checker.check_model(str(tmp), full_check=True)
-            os.replace(tmp.with_name(data_name), path.with_name(data_name))
+        staged = staging / path.name
+        if proto.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+            onnx.save_model(proto, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name)
+            onnx.checker.check_model(str(staged), full_check=True)
+            os.replace(staging / data_name, path.with_name(data_name))
         else:
             onnx.checker.check_model(proto, full_check=True)
-            onnx.save_model(proto, tmp)
-        os.replace(tmp, path)
+            onnx.save_model(proto, staged)
+        os.replace(staged, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 
@@ -166,27 +171,38 @@ def data_files(path: Path) -> list[Path]:
     return [path, side] if side.exists() else [path]
 
 
-def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[int, float]:
+def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[str, Any]:
     """Run the file with ONNX Runtime at several K and compare with the eager graph (stock RoPE).
 
-    Returns the relative error per K; raises ExportError above the precision's tolerance.
+    Returns the tolerance and relative error per K; raises ExportError above the tolerance.
+    ONNX Runtime on the CPU has no bf16 kernels (and numpy no bf16 type), so a graph that it
+    cannot run is reported as not checked rather than failed: validate it on its device.
     """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    errors = {}
-    for k in ks:
-        keep = torch.arange(graph.spec.n_tokens) if graph.spec.kind == "full" else example_keep(graph.spec.n_tokens, k, seed=k)
-        feed = graph.example_feed(keep)
-        with torch.no_grad():
-            expected = graph(*feed.values())
-        expected = expected if isinstance(expected, tuple) else (expected,)
-        got = session.run(None, {name: value.numpy() for name, value in feed.items()})
-        errors[len(keep)] = max(_relative_error(g, e.float().numpy()) for g, e in zip(got, expected))
-    worst, tolerance = max(errors.values()), TOLERANCES[graph.spec.precision]
+    spec = graph.spec
+    tolerance = TOLERANCES[spec.precision]
+    if spec.precision == "bf16":
+        return {"tolerance": tolerance, "skipped": "ONNX Runtime on the CPU cannot run bf16; run hilo-export validate on the device"}
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        errors = {}
+        for k in ks:
+            keep = torch.arange(spec.n_tokens) if spec.kind == "full" else example_keep(spec.n_tokens, k, seed=k)
+            feed = graph.example_feed(keep)
+            with torch.no_grad():
+                expected = graph(*feed.values())
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            got = session.run(None, {name: value.numpy() for name, value in feed.items()})
+            errors[str(len(keep))] = max(_relative_error(g, e.float().numpy()) for g, e in zip(got, expected))
+    except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
+        if spec.precision == "fp32":
+            raise ExportError(f"ONNX Runtime cannot run the exported {spec.kind} graph: {err}") from err
+        return {"tolerance": tolerance, "skipped": f"ONNX Runtime on the CPU cannot run this {spec.precision} graph ({err})"}
+    worst = max(errors.values())
     if not worst <= tolerance:
         raise ExportError(f"ONNX Runtime differs from torch by {worst:.2e} (relative, per K: {errors}); tolerance {tolerance}")
-    return errors
+    return {"tolerance": tolerance, "relative_error": errors}
 
 
 def _relative_error(got: np.ndarray, expected: np.ndarray) -> float:

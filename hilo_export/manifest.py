@@ -11,6 +11,7 @@ from .files import atomic_path
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
+DIGEST = "manifest_sha256"  # catches edits: the engines were built for exactly this content
 
 
 class ManifestError(RuntimeError):
@@ -60,14 +61,23 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             f"{path} has manifest schema {version!r}, this hilo-export reads schema {SCHEMA_VERSION}; "
             "rebuild the folder with this version's hilo-export build"
         )
+    if data.get(DIGEST) != _digest(data):
+        raise ManifestError(f"{path} was edited since it was built (its digest does not match); rebuild the folder")
     return data
 
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
     path = Path(folder) / MANIFEST
+    data = {**data, DIGEST: _digest(data)}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
     return path
+
+
+def _digest(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's content (without the digest itself), in a canonical spelling."""
+    content = {k: v for k, v in data.items() if k != DIGEST}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:

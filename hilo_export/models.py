@@ -101,7 +101,10 @@ def _from_folder(path: Path) -> torch.nn.Module:
     config = folder / "config.json"
     if not config.exists():
         raise ModelError(f"{path} holds no diffusers model: expected config.json in it or in its transformer/ subfolder")
-    return _transformer_class(config).from_pretrained(folder).eval()
+    try:
+        return _transformer_class(config).from_pretrained(folder).eval()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
 
 
 def _from_cache(model_id: str) -> torch.nn.Module:

@@ -237,9 +237,7 @@ def plan_batch(
     """
     config = config or PlannerConfig()
     table = parse_buckets(buckets)
-    token_size = _as_int(token_size, "token_size")
-    if token_size < 1:
-        raise PlanError(f"token_size must be a positive number of pixels, got {token_size}")
+    token_size = _positive_token_size(token_size)
     if len(images) != len(masks):
         raise PlanError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
     if len(images) == 0:
@@ -260,8 +258,9 @@ def plan_batch(
 def mandatory_tokens(mask: Any, token_size: int = 16, config: PlannerConfig | None = None) -> tuple[int, int, int]:
     """What a mask forces a plan to hold: (dilated-mask + low-frequency tokens, grid tokens, low-frequency tokens)."""
     config = config or PlannerConfig()
+    token_size = _positive_token_size(token_size)
     mask_t = _as_mask(mask)
-    grid = _token_grid(*mask_t.shape, _as_int(token_size, "token_size"))
+    grid = _token_grid(*mask_t.shape, token_size)
     mask_tokens = _dilate(_mask_tokens(mask_t, token_size)[0], config.dilation)
     layout = _lowfreq_layout(grid, config)
     n_lowfreq = layout.count if layout else 0
@@ -390,6 +389,13 @@ def _dilate(tokens: torch.Tensor, radius: int) -> torch.Tensor:
     if radius == 0:
         return tokens
     return F.max_pool2d(tokens[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0
+
+
+def _positive_token_size(token_size: Any) -> int:
+    token_size = _as_int(token_size, "token_size")
+    if token_size < 1:
+        raise PlanError(f"token_size must be a positive number of pixels, got {token_size}")
+    return token_size
 
 
 def _token_grid(height: int, width: int, token_size: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .backends import Backend, Profile, Runner, get_backend
-from .manifest import all_files, read_manifest, verify_files
+from .manifest import ManifestError, all_files, read_manifest, verify_files
 from .plan import PlannerConfig, TokenPlan, plan_tokens
 
 
@@ -28,8 +28,10 @@ class HiLoRuntime:
         self.token_size = manifest["token_size"]
         self.grid = tuple(manifest["grid"])
         self.buckets = {b["name"]: b for b in manifest["buckets"]}
-        # a name, or a configured backend such as OrtBackend(fix_k=True)
-        self._backend = backend if hasattr(backend, "load") else get_backend(backend or manifest["backend"]["name"])
+        # a name, or a configured backend such as OrtBackend(fix_k=True); created on first run,
+        # so planning with a folder needs no engine backend installed
+        self._backend_choice = backend
+        self._backend: Backend | None = None
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
 
@@ -101,13 +103,26 @@ class HiLoRuntime:
             )
         return bucket
 
+    def _engine_backend(self) -> Backend:
+        if self._backend is None:
+            choice = self._backend_choice
+            self._backend = choice if hasattr(choice, "load") else get_backend(choice or self.manifest["backend"]["name"])
+            built = self.manifest["backend"]
+            if not self._backend.portable and (built["version"], built["device"]) != (self._backend.version(), self._backend.device()):
+                raise ManifestError(
+                    f"the engines in {self.folder} were built by {built['name']} {built['version']} on {built['device']}; "
+                    f"this machine has {self._backend.version()} on {self._backend.device()}: rebuild them here"
+                )
+        return self._backend
+
     def _runner(self, kind: str) -> Runner:
         with self._lock:
             if kind not in self._runners:
                 graph = self.manifest["graphs"][kind]
                 profiles = [Profile(b["name"], b["kept"]) for b in self.manifest["buckets"] if b["graph"] == kind]
                 engine_files = [self.folder / f["path"] for f in graph["engine"]["files"]]
-                self._runners[kind] = self._backend.load(self.folder / graph["files"][0]["path"], engine_files, profiles)
+                backend = self._engine_backend()
+                self._runners[kind] = backend.load(self.folder / graph["files"][0]["path"], engine_files, profiles)
             return self._runners[kind]
 
 

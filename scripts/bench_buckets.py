@@ -112,7 +112,7 @@ def main() -> None:
             continue  # full's axis is static anyway
         pair = {"shared": load(False, b["graph"]), "fixed": load(True, b["graph"], only=b["name"])}
         pair_times = {name: [] for name in pair}
-        for name, runner in pair.items():
+        for runner in pair.values():
             step(runner, b)
         for _ in range(args.rounds):
             for name, runner in pair.items():

@@ -1,4 +1,5 @@
 
+import numpy as np
 import onnx
 import pytest
 
@@ -104,14 +105,23 @@ def test_new_resolution_rebuilds_and_removes_stale_files(built_copy):
 
 def test_large_models_use_external_data(tmp_path, monkeypatch):
     from hilo_export import export
+    from hilo_export.runtime import HiLoRuntime
 
     monkeypatch.setattr(export, "EXTERNAL_DATA_THRESHOLD", 1000)
-    folder = build(BuildRequest("tiny-flux", buckets="s", resolution=(64, 64), out_dir=tmp_path / "e"), progress=quiet)
+    request = BuildRequest("tiny-flux", buckets="s", resolution=(64, 64), out_dir=tmp_path / "e")
+    folder = build(request, progress=quiet)
     m = read_manifest(folder)
     for graph in m["graphs"].values():
         paths = [f["path"] for f in graph["files"]]
         assert len(paths) == 2 and paths[1] == paths[0] + ".data"
         onnx.checker.check_model(str(folder / paths[0]), full_check=True)
+    # a lost .onnx beside its .data is exported again: the data file is replaced, not appended to
+    hilo = m["graphs"]["hilo"]["files"]
+    (folder / hilo[0]["path"]).unlink()
+    build(request, progress=quiet)
+    assert read_manifest(folder)["graphs"]["hilo"]["files"] == hilo
+    HiLoRuntime.load(folder)
+    assert not [p for p in folder.iterdir() if "partial" in p.name]
 
 
 @pytest.mark.parametrize(
@@ -122,6 +132,8 @@ def test_large_models_use_external_data(tmp_path, monkeypatch):
         (dict(buckets="huge"), "unknown bucket"),
         (dict(model="no/such-model"), "not a built-in"),
         (dict(precision="fp16"), "ONNX Runtime on the CPU runs fp32"),
+        (dict(token_size=0), "token size must be a positive"),
+        (dict(text_len=0), "text length must be at least 1"),
     ],
 )
 def test_bad_requests_fail_before_writing(tmp_path, request_kwargs, message):
@@ -151,3 +163,24 @@ def test_engine_key_covers_what_defines_an_engine():
         (*base[:5], "sm_80"),
     ]
     assert len({key, *(build_module._engine_key(*v) for v in variants)}) == 1 + len(variants)
+
+
+def test_a_model_family_without_adapter_is_a_clear_error(tmp_path):
+    from diffusers import SD3Transformer2DModel
+
+    SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16, out_channels=4,
+    ).save_pretrained(tmp_path / "sd3")
+    with pytest.raises(BuildError, match="no HiLo adapter for SD3Transformer2DModel"):
+        build(BuildRequest(str(tmp_path / "sd3"), resolution=(64, 64), out_dir=tmp_path / "e"), progress=quiet)
+
+
+def test_bucket_fractions_survive_the_manifest_exactly(built_copy):
+    from hilo_export.runtime import HiLoRuntime
+
+    build(BuildRequest("tiny-flux", buckets="s=0.2000001,m", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)
+    runtime = HiLoRuntime.load(built_copy)
+    mask = np.zeros(BUILD_RESOLUTION[::-1], bool)
+    plan = runtime.plan(np.zeros((*BUILD_RESOLUTION[::-1], 3), np.uint8), mask)
+    assert plan.capacity == runtime.buckets["s"]["capacity"]

@@ -62,14 +62,15 @@ def test_runtime_matches_torch_on_every_bucket(runtime, reference, fraction, buc
         assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
-def test_runtime_is_safe_from_several_threads(runtime):
-    plans = [runtime.plan(image(), mask_for(f)) for f in (0.0, 0.35, 0.6, 0.0)]
+def test_runtime_is_safe_from_several_threads(runtime, built):
+    plans = [runtime.plan(image(), mask_for(f)) for f in (0.0, 0.35, 0.6, 1.0)]
     serial = [runtime(**step_inputs(i), plan=p) for i, p in enumerate(plans)]
+    fresh = HiLoRuntime.load(built)  # its engines are first loaded by the threads, concurrently
     results = [None] * len(plans)
 
     def work(i):
         for _ in range(3):
-            results[i] = runtime(**step_inputs(i), plan=plans[i])
+            results[i] = fresh(**step_inputs(i), plan=plans[i])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(plans))]
     for t in threads:
@@ -118,3 +119,26 @@ def test_tampered_missing_and_stale_folders_are_refused(built_copy):
     (built_copy / "manifest.json").unlink()
     with pytest.raises(ManifestError, match="build it first"):
         HiLoRuntime.load(built_copy)
+
+
+def test_an_edited_manifest_is_refused(built_copy):
+    manifest = json.loads((built_copy / "manifest.json").read_text())
+    manifest["buckets"][0]["kept"] += 1
+    (built_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="edited since it was built"):
+        HiLoRuntime.load(built_copy)
+
+
+def test_planning_needs_no_engine_backend(built):
+    from hilo_export.backends import BackendError
+    from hilo_export.manifest import read_manifest
+
+    manifest = read_manifest(built)
+    manifest["backend"] = {"name": "trt", "version": "10.7", "device": "NVIDIA H100 sm_90"}
+    runtime = HiLoRuntime(built, manifest)
+    plan = runtime.plan(image(), mask_for(0.0))  # fine without TensorRT
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match="TensorRT is not installed"):
+            runtime(**step_inputs(), plan=plan)

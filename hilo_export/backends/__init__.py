@@ -36,6 +36,7 @@ class Runner(Protocol):
 
 class Backend(Protocol):
     name: str
+    portable: bool  # whether its engine files run on other versions and devices than they were built on
 
     def version(self) -> str: ...
 

@@ -19,6 +19,7 @@ from . import K_AXIS, BackendError, Profile
 
 class OrtBackend:
     name = "ort"
+    portable = True  # an ONNX file runs on any ORT version and device
 
     def __init__(self, fix_k: bool = False, threads: int | None = None):
         try:

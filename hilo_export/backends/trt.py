@@ -59,6 +59,7 @@ def build_settings(input_shapes: dict[str, list[int | str]], profiles: list[Prof
 
 class TrtBackend:
     name = "trt"
+    portable = False  # an engine runs only with the TensorRT version and GPU it was built for
 
     def __init__(self):
         self._trt = _tensorrt()  # fail at once, before any export work
@@ -128,6 +129,8 @@ class TrtRunner:
         self._torch = torch
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self._engine is None:
+            raise BackendError(f"TensorRT could not load {engine_path.name} (built for another GPU or TensorRT?); rebuild it")
         self._context = self._engine.create_execution_context()
         self._profile_index = {p.bucket: i for i, p in enumerate(profiles)}
         self._trt = trt
