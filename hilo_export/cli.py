@@ -88,10 +88,6 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         click.echo(f"selection picture: {out}")
 
 
-def _fail(err: Exception) -> click.ClickException:
-    return click.ClickException(str(err))
-
-
 def _echo(message: str) -> None:
     click.echo(message, err=True)
 
@@ -110,7 +106,7 @@ def _echo(message: str) -> None:
 def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
     from .backends import BackendError
-    from .build import BuildError, BuildRequest
+    from .build import BuildError, BuildRequest, parse_resolution
     from .build import build as run_build
     from .export import ExportError
     from .manifest import ManifestError
@@ -118,19 +114,13 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
 
     try:
         request = BuildRequest(
-            model=model_name, buckets=buckets, resolution=_resolution(resolution), backend=backend, precision=precision,
+            model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
             out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len,
         )
         folder = run_build(request, progress=_echo)
     except (BuildError, BucketError, ModelError, BackendError, ExportError, ManifestError, PlanError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     click.echo(str(folder))
-
-
-def _resolution(text: str) -> tuple[int, int]:
-    from .build import parse_resolution
-
-    return parse_resolution(text)
 
 
 @main.command()
@@ -146,7 +136,7 @@ def validate(folder, verbose) -> None:
     try:
         results = run_validate(folder, progress=click.echo, verbose=verbose)
     except (ManifestError, ModelError, BackendError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     failed = [r.bucket for r in results if not r.passed]
     if failed:
         raise click.ClickException(f"engines differ from torch beyond tolerance in bucket(s) {', '.join(failed)}")
@@ -163,7 +153,7 @@ def inspect(folder, as_json) -> None:
     try:
         manifest = read_manifest(folder)
     except ManifestError as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -206,7 +196,7 @@ def calibrate(mask_dir, token_size, shares) -> None:
     try:
         result = run_calibrate(read_masks(mask_dir), token_size, values)
     except (BucketError, PlanError) as err:
-        raise _fail(err) from None
+        raise click.ClickException(str(err)) from None
     click.echo(f"{result.n_masks} masks, token size {token_size}")
     click.echo(f"  {'bucket':6s} {'fraction':>8s} {'share of masks':>15s}")
     for b in result.buckets:
