@@ -9,7 +9,6 @@ repeated build finds every file already there and rebuilds nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import re
 import shutil
@@ -24,7 +23,16 @@ from .adapters import adapter_for
 from .backends import Profile, get_backend
 from .buckets import FULL, Bucket, format_buckets, parse_buckets
 from .export import ONNX_OPSET, PRECISIONS, EngineGraph, GraphSpec, check_against_torch, data_files, export_graph
-from .manifest import SCHEMA_VERSION, ManifestError, all_files, file_entry, files_intact, read_manifest, write_manifest
+from .manifest import (
+    SCHEMA_VERSION,
+    ManifestError,
+    all_files,
+    file_entry,
+    files_intact,
+    json_sha256,
+    read_manifest,
+    write_manifest,
+)
 from .models import LoadedModel, load_model, text_len_for
 from .plan import LowFreqLayout, PlannerConfig
 
@@ -220,7 +228,7 @@ def _graph_key(loaded: LoadedModel, spec: GraphSpec) -> str:
         "export_code": _export_code_digest(),
         "opset": ONNX_OPSET,
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return json_sha256(content)
 
 
 def _export_code_digest() -> str:
@@ -240,7 +248,7 @@ def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend:
         "backend": [backend, version],
         "device": device,
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return json_sha256(content)
 
 
 def _previous_manifest(out_dir: Path) -> dict[str, Any] | None:

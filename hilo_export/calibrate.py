@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .buckets import Bucket, BucketError, FULL_BUCKET
-from .plan import PlannerConfig, mandatory_tokens
+from .plan import PlannerConfig, mandatory_tokens, mask_from_file
 
 BUCKET_NAMES = ("s", "m", "l")
 MASK_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -35,7 +35,7 @@ def read_masks(folder: Path) -> list[np.ndarray]:
             mask = np.asarray(Image.open(path).convert("L"))
         except OSError as err:  # PIL's UnidentifiedImageError is an OSError
             raise BucketError(f"cannot read mask {path}: {err}") from None
-        masks.append(mask.astype(bool) if mask.max() == 1 else mask >= 128)
+        masks.append(mask_from_file(mask))
     return masks
 
 

@@ -10,12 +10,7 @@ import numpy as np
 
 from .buckets import BucketError
 from .examples import example_image_path, example_mask_path
-from .plan import PlanError, PlannerConfig
-
-
-def _binary_mask(mask: np.ndarray) -> np.ndarray:
-    """Mask files saved as 0/1 (not 0/255) are common; a file cannot be passed as bool, so read them as binary."""
-    return mask.astype(bool) if mask.max() == 1 else mask
+from .plan import PlanError, PlannerConfig, mask_from_file
 
 
 @click.group()
@@ -50,7 +45,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
 
     try:
         image = Image.open(image_path).convert("RGB")
-        mask = _binary_mask(np.asarray(Image.open(mask_path).convert("L")))
+        mask = mask_from_file(Image.open(mask_path).convert("L"))
     except (UnidentifiedImageError, OSError) as err:
         raise click.ClickException(f"cannot read image or mask: {err}") from None
     from .backends import BackendError

@@ -75,9 +75,7 @@ class EngineGraph(torch.nn.Module):
         self.spec = spec
         layout = spec.layout
         self.register_buffer("pool", None if layout is None else layout.pooling_matrix(), persistent=False)
-        example = adapter.example_inputs(model, spec.batch, spec.grid, spec.text_len, PRECISIONS[spec.precision])
-        self.model_input_names = list(example)
-        self.input_names = [*self.model_input_names, "keep_indices", "fill"]
+        self.input_names = [*adapter.input_names(model), "keep_indices", "fill"]
         self.output_names = ["output", "lowfreq_output"] if layout is not None else ["output"]
 
     def forward(self, *tensors: torch.Tensor):
@@ -194,7 +192,7 @@ def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[s
                 expected = graph(*feed.values())
             expected = expected if isinstance(expected, tuple) else (expected,)
             got = session.run(None, {name: value.numpy() for name, value in feed.items()})
-            errors[str(len(keep))] = max(_relative_error(g, e.float().numpy()) for g, e in zip(got, expected))
+            errors[str(len(keep))] = max(relative_error(g, e.float().numpy()) for g, e in zip(got, expected))
     except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
         if spec.precision == "fp32":
             raise ExportError(f"ONNX Runtime cannot run the exported {spec.kind} graph: {err}") from err
@@ -205,6 +203,7 @@ def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[s
     return {"tolerance": tolerance, "relative_error": errors}
 
 
-def _relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+def relative_error(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| / max |expected|."""
     scale = float(np.abs(expected).max()) or 1.0
     return float(np.abs(got.astype(np.float32) - expected).max()) / scale

@@ -74,10 +74,14 @@ def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _digest(data: dict[str, Any]) -> str:
-    """sha256 of the manifest's content (without the digest itself), in a canonical spelling."""
-    content = {k: v for k, v in data.items() if k != DIGEST}
+def json_sha256(content: Any) -> str:
+    """sha256 of JSON-able content in a canonical spelling (cache keys, the manifest digest)."""
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _digest(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's content without the digest itself."""
+    return json_sha256({k: v for k, v in data.items() if k != DIGEST})
 
 
 def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -255,6 +255,13 @@ def plan_batch(
     return [_select(a, bucket, layout, token_size, config) for a in analyses]
 
 
+def mask_from_file(pixels: Any) -> np.ndarray:
+    """A grayscale mask image as the planner reads it: 0/255 as usual, but files saved as 0/1
+    (common, and not fixable from a command line) as binary."""
+    pixels = np.asarray(pixels)
+    return pixels.astype(bool) if pixels.size and pixels.max() == 1 else pixels
+
+
 def mandatory_tokens(mask: Any, token_size: int = 16, config: PlannerConfig | None = None) -> tuple[int, int, int]:
     """What a mask forces a plan to hold: (dilated-mask + low-frequency tokens, grid tokens, low-frequency tokens)."""
     config = config or PlannerConfig()

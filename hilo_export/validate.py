@@ -12,7 +12,7 @@ import numpy as np
 
 from .adapters import adapter_for
 from .backends.torch import TorchRunner
-from .export import PRECISIONS, TOLERANCES, EngineGraph, GraphSpec, example_keep
+from .export import PRECISIONS, TOLERANCES, EngineGraph, GraphSpec, example_keep, relative_error
 from .manifest import ManifestError
 from .models import load_model
 from .runtime import HiLoRuntime
@@ -65,8 +65,8 @@ def validate(folder: Path, progress: Callable[[str], None] = print, verbose: boo
         run_results = Comparator.run([engine, torch_runner], data_loader=[feeds])
         accuracy = Comparator.compare_accuracy(run_results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
         (_, engine_out), (_, torch_out) = [(r, outs[0]) for r, outs in run_results.items()]
-        max_abs = max(float(np.abs(engine_out[k].astype(np.float32) - torch_out[k]).max()) for k in torch_out.keys())
-        max_rel = max(_relative(engine_out[k], torch_out[k]) for k in torch_out.keys())
+        max_abs = max(float(np.abs(engine_out[k].astype(np.float32) - torch_out[k]).max()) for k in torch_out)
+        max_rel = max(relative_error(engine_out[k], torch_out[k]) for k in torch_out)
         results.append(BucketResult(name, bucket["kept"], max_abs, max_rel, bool(accuracy)))
         progress(
             f"bucket {name:4s} K={bucket['kept']:<6d} max abs error {max_abs:.2e}  max relative error {max_rel:.2e}  "
@@ -74,9 +74,6 @@ def validate(folder: Path, progress: Callable[[str], None] = print, verbose: boo
         )
     return results
 
-
-def _relative(got: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(got.astype(np.float32) - expected).max()) / (float(np.abs(expected).max()) or 1.0)
 
 
 def _runner_base():

@@ -193,3 +193,12 @@ def test_errors_name_the_fix(flux_model):
         run(model, inputs, plan=plan, controlnet_block_samples=[torch.zeros(1)])
     with pytest.raises(TypeError, match="no HiLo adapter for Linear"):
         HiLoTransformer(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("guidance", [False, True])
+def test_adapter_input_names_follow_its_example_inputs(guidance):
+    from hilo_export.adapters import adapter_for
+
+    model = tiny_flux(guidance=guidance)
+    adapter = adapter_for(model)
+    assert adapter.input_names(model) == list(adapter.example_inputs(model, 1, (2, 3), 4, torch.float32))

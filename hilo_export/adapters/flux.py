@@ -50,6 +50,11 @@ class FluxAdapter:
 
     # ------------------------------------------------------------ export
 
+    def input_names(self, model: torch.nn.Module) -> list[str]:
+        """The full-grid engine inputs, in engine order (example_inputs gives them in this order)."""
+        names = ["hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids", "txt_ids"]
+        return [*names, "guidance"] if model.config.guidance_embeds else names
+
     def example_inputs(self, model: torch.nn.Module, batch: int, grid: tuple[int, int], text_len: int,
                        dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Full-grid engine inputs in engine order (the plan tensors are added by the exporter)."""
