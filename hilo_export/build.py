@@ -12,7 +12,7 @@ import hashlib
 import platform
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +33,7 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
-from .models import LoadedModel, load_model, text_len_for
+from .models import DEFAULT_MODEL, LoadedModel, load_model, text_len_for, token_size_for
 from .plan import LowFreqLayout, PlannerConfig
 
 # the files a build owns in its folder: anything else there is left alone
@@ -46,13 +46,13 @@ class BuildError(ValueError):
 
 @dataclass
 class BuildRequest:
-    model: str
+    model: str = DEFAULT_MODEL
     buckets: str = "s,m,l"
     resolution: tuple[int, int] = (1024, 1024)  # width, height in pixels
     backend: str = "ort"
     precision: str = "fp32"
     out_dir: Path | None = None
-    token_size: int = 16
+    token_size: int | None = None  # default: the model's (16 for Flux, 8 for the reference model)
     batch: int = 1
     text_len: int | None = None  # default: the model's (512 for Flux)
     config: PlannerConfig = field(default_factory=PlannerConfig)
@@ -67,6 +67,8 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Path:
     backend = get_backend(request.backend)  # refuses at once when the backend is missing
+    if request.token_size is None:
+        request = replace(request, token_size=token_size_for(request.model))
     if request.precision not in PRECISIONS:
         raise BuildError(f"unknown precision {request.precision!r}: use one of {', '.join(PRECISIONS)}")
     backend.check_precision(request.precision)
@@ -78,7 +80,7 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
     if width <= 0 or height <= 0 or width % request.token_size or height % request.token_size:
         raise BuildError(
             f"resolution {width}x{height} must be positive multiples of the token size {request.token_size} "
-            "(16 px for Flux: 8 px per latent pixel x 2 x 2 patches)"
+            f"({token_size_for(request.model)} px for {request.model})"
         )
     if request.batch < 1:
         raise BuildError(f"batch must be at least 1, got {request.batch}")

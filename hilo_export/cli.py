@@ -10,7 +10,10 @@ import numpy as np
 
 from .buckets import BucketError
 from .examples import example_image_path, example_mask_path
+from .models import BUILTIN_NAMES, DEFAULT_MODEL, token_size_for
 from .plan import PlanError, PlannerConfig, mask_from_file
+
+REFERENCE_TOKEN = token_size_for(DEFAULT_MODEL)
 
 
 @click.group()
@@ -24,7 +27,8 @@ def main() -> None:
               default=example_image_path, show_default="the bundled example", help="Image to edit (any format Pillow reads).")
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=example_mask_path, show_default="the bundled example", help="Edit mask, same size: white = edit.")
-@click.option("--token-size", default=16, show_default=True, help="Pixels per DiT token side (16 for Flux).")
+@click.option("--token-size", default=REFERENCE_TOKEN, show_default=True,
+              help="Pixels per DiT token side (the reference model's; 16 for Flux).")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets: names (s,m,l) or NAME=FRACTION; full is always added.")
 @click.option("--dilation", default=PlannerConfig.dilation, show_default=True, help="Mask dilation, in tokens.")
 @click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor, show_default=True,
@@ -88,14 +92,14 @@ def _echo(message: str) -> None:
 
 
 @main.command()
-@click.option("--model", "model_name", default="tiny-flux", show_default=True,
-              help="A local diffusers folder, a model id in the local cache, or a built-in: tiny-flux, flux-shaped.")
+@click.option("--model", "model_name", default=DEFAULT_MODEL, show_default=True,
+              help=f"A local diffusers folder, a model id in the local cache, or a built-in: {', '.join(BUILTIN_NAMES)}.")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets to build (full is always added).")
 @click.option("--resolution", default="1024x1024", show_default=True, help="Image size the engines serve, WIDTHxHEIGHT.")
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: engines/<model>].")
-@click.option("--token-size", default=16, show_default=True, help="Pixels per DiT token side.")
+@click.option("--token-size", type=int, help="Pixels per DiT token side [default: the model's; 16 for Flux].")
 @click.option("--batch", default=1, show_default=True, help="Batch size the engines are built for.")
 @click.option("--text-len", type=int, help="Text tokens the engines take [default: the model's; 512 for Flux].")
 def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len) -> None:
@@ -177,7 +181,7 @@ def inspect(folder, as_json) -> None:
 @main.command()
 @click.option("--masks", "mask_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of mask images (white = edit).")
-@click.option("--token-size", default=16, show_default=True)
+@click.option("--token-size", default=REFERENCE_TOKEN, show_default=True, help="Pixels per DiT token side.")
 @click.option("--shares", default="0.5,0.3,0.2", show_default=True, help="Share of the masks to land in s, m, l.")
 def calibrate(mask_dir, token_size, shares) -> None:
     """Derive bucket capacities from a folder of masks and print the table."""
@@ -199,3 +203,90 @@ def calibrate(mask_dir, token_size, shares) -> None:
     from .buckets import format_buckets
 
     click.echo(f"use: --buckets {format_buckets(result.buckets)}")
+
+
+def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = np.asarray(Image.open(image_path).convert("RGB"))
+        mask = mask_from_file(np.asarray(Image.open(mask_path).convert("L")))
+    except (UnidentifiedImageError, OSError) as err:
+        raise click.ClickException(f"cannot read image or mask: {err}") from None
+    return image, np.asarray(mask) > (0 if mask.dtype == bool else 127)
+
+
+@main.command()
+@click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A built folder of reference-model engines [default: build (or reuse) them for the image's size].")
+@click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=example_image_path, show_default="the bundled example")
+@click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=example_mask_path, show_default="the bundled example", help="White = edit.")
+@click.option("--prompt", default="", help="Text prompt (the reference model is unconditional and ignores it).")
+@click.option("--steps", default=8, show_default=True, help="Denoising steps.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--compare", is_flag=True, help="Also run the dense model: OUT.dense.png and a side-by-side OUT.compare.png.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the edited PNG.")
+def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> None:
+    """Inpaint the mask with the HiLo engines (a real flow-matching pipeline)."""
+    from .backends import BackendError
+    from .build import BuildError
+    from .edit import EditError, comparison_picture, run_edit
+    from .files import atomic_path
+    from .manifest import ManifestError
+    from .metrics import psnr
+    from .models import ModelError
+    from .pipeline import EditInputError
+    from .runtime import RuntimeInputError
+
+    image, mask = _read_image_and_mask(image_path, mask_path)
+    if prompt:
+        _echo("note: the reference model is unconditional; --prompt is ignored")
+    if not mask.any():
+        raise click.ClickException("the mask is empty: paint the region to edit white")
+    try:
+        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare, progress=_echo)
+    except (EditError, EditInputError, BuildError, ManifestError, ModelError, BackendError, RuntimeInputError, PlanError,
+            BucketError) as err:
+        raise click.ClickException(str(err)) from None
+    from PIL import Image
+
+    outputs = {out: Image.fromarray(outcome.hilo.image)}
+    if outcome.dense is not None:
+        outputs[out.with_name(f"{out.stem}.dense.png")] = Image.fromarray(outcome.dense.image)
+        outputs[out.with_name(f"{out.stem}.compare.png")] = comparison_picture(image, mask, outcome)
+    try:
+        for path, picture in outputs.items():
+            with atomic_path(path) as tmp:
+                picture.save(tmp, format="PNG")
+    except OSError as err:
+        raise click.ClickException(f"cannot write {out}: {err}") from None
+    hilo, plan = outcome.hilo, outcome.hilo.plan
+    click.echo(f"HiLo: bucket {plan.bucket} ({plan.capacity} of {plan.n_tokens} tokens), {steps} steps, "
+               f"{np.median(hilo.step_seconds) * 1e3:.0f} ms/step, {hilo.total_seconds:.2f} s in all -> {out}")
+    if outcome.dense is not None:
+        dense = outcome.dense
+        click.echo(f"dense: {np.median(dense.step_seconds) * 1e3:.0f} ms/step, {dense.total_seconds:.2f} s in all; "
+                   f"per-step speedup {np.median(dense.step_seconds) / np.median(hilo.step_seconds):.2f}x; "
+                   f"in-mask PSNR HiLo vs dense {psnr(hilo.image, dense.image, mask):.2f} dB")
+        click.echo(f"written: {', '.join(str(p) for p in outputs)}")
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--resolution", default="1024x1024", show_default=True, help="Mask size, WIDTHxHEIGHT.")
+@click.option("--per-category", default=32, show_default=True, help="Masks per category (small, medium, large).")
+@click.option("--seed", default=0, show_default=True)
+def masks(out_dir, resolution, per_category, seed) -> None:
+    """Write the seeded mask suite (the paper's mask ratios and shape mix) as PNGs."""
+    from .build import BuildError, parse_resolution
+    from .masks import write_suite
+
+    try:
+        size = parse_resolution(resolution)
+        summary = write_suite(out_dir, size, per_category, seed)
+    except (BuildError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    for category, (count, ratio) in summary.items():
+        click.echo(f"{category:6s} {count:3d} masks, mean mask ratio {ratio:.2%} -> {out_dir / category}")

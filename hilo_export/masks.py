@@ -181,3 +181,18 @@ def _irregular(size, target, rng):
         mid = (low + high) / 2
         low, high = (mid, high) if _coverage(polygon(mid)) < target else (low, mid)
     return (np.asarray(polygon(high)) > 0).astype(np.uint8) * 255
+
+
+def write_suite(out_dir, size: tuple[int, int], per_category: int = 32, seed: int = 0) -> dict[str, tuple[int, float]]:
+    """Write the suite as ``out_dir/<category>/<name>.png``; returns (count, mean ratio) per category."""
+    from pathlib import Path
+
+    from .files import atomic_path
+
+    summary: dict[str, list[float]] = {}
+    for item in mask_suite(size, per_category, seed):
+        path = Path(out_dir) / item.category / f"{item.name}.png"
+        with atomic_path(path) as tmp:
+            Image.fromarray(item.mask).save(tmp, format="PNG")
+        summary.setdefault(item.category, []).append(item.ratio)
+    return {category: (len(ratios), float(np.mean(ratios))) for category, ratios in summary.items()}

@@ -33,9 +33,16 @@ BUILTIN_CONFIGS = {
         axes_dims_rope=(16, 56, 56),
     ),
 }
+# The trained reference model ships with the package (hilo_export/data/reference).
+REFERENCE = "reference"
+DEFAULT_MODEL = REFERENCE
 # Text tokens the engines are built for, per built-in model (Flux.1 uses 512 T5 tokens).
-BUILTIN_TEXT_LEN = {"tiny-flux": 8, "flux-shaped": 512}
+BUILTIN_TEXT_LEN = {"tiny-flux": 8, "flux-shaped": 512, REFERENCE: 1}
 DEFAULT_TEXT_LEN = 512
+# Pixels per token side: Flux's is 16 (8 px per VAE latent pixel, 2 x 2 patches).
+BUILTIN_TOKEN_SIZE = {REFERENCE: 8}
+DEFAULT_TOKEN_SIZE = 16
+BUILTIN_NAMES = (REFERENCE, *BUILTIN_CONFIGS)
 
 
 @dataclass
@@ -52,6 +59,14 @@ class LoadedModel:
 
 
 def load_model(name: str) -> LoadedModel:
+    if name == REFERENCE:
+        from . import reference
+
+        try:
+            model = reference.load()
+        except FileNotFoundError as err:
+            raise ModelError(str(err)) from None
+        return LoadedModel(name, "builtin", model, weights_sha256(model))
     if name in BUILTIN_CONFIGS:
         model = _builtin(name)
         return LoadedModel(name, "builtin", model, weights_sha256(model))
@@ -65,6 +80,10 @@ def load_model(name: str) -> LoadedModel:
 
 def text_len_for(name: str) -> int:
     return BUILTIN_TEXT_LEN.get(name, DEFAULT_TEXT_LEN)
+
+
+def token_size_for(name: str) -> int:
+    return BUILTIN_TOKEN_SIZE.get(name, DEFAULT_TOKEN_SIZE)
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -114,7 +133,7 @@ def _from_cache(model_id: str) -> torch.nn.Module:
 
         folder = Path(snapshot_download(model_id, local_files_only=True, allow_patterns=["transformer/*", "*.json"]))
     except Exception:  # noqa: BLE001 - any lookup failure means: not available offline
-        known = ", ".join(BUILTIN_CONFIGS)
+        known = ", ".join(BUILTIN_NAMES)
         raise ModelError(
             f"model {model_id!r} is not a built-in ({known}), a local folder, or in the local Hugging Face cache; "
             f"download it first (huggingface-cli download {model_id}) or pass its folder"

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .backends import Backend, Profile, Runner, get_backend
+from .buckets import FULL
 from .manifest import ManifestError, all_files, read_manifest, verify_files
 from .plan import PlannerConfig, TokenPlan, plan_tokens
 
@@ -48,15 +49,18 @@ class HiLoRuntime:
     def resolution(self) -> tuple[int, int]:
         return tuple(self.manifest["resolution"])
 
-    def plan(self, image: Any, mask: Any) -> TokenPlan:
-        """Plan with the folder's planner settings and bucket table; masks beyond ``l`` plan ``full``."""
+    def plan(self, image: Any, mask: Any, dense: bool = False) -> TokenPlan:
+        """Plan with the folder's planner settings and bucket table; masks beyond ``l`` plan ``full``.
+
+        ``dense=True`` plans the ``full`` bucket whatever the mask: the uncompressed baseline."""
         height, width = np.shape(image)[:2]
         if (width, height) != self.resolution:
             raise RuntimeInputError(
                 f"image is {width}x{height} but the engines in {self.folder} were built for "
                 f"{self.resolution[0]}x{self.resolution[1]}; resize it, or build for this size (--resolution {width}x{height})"
             )
-        return plan_tokens(image, mask, self.token_size, self.manifest["buckets_spec"], self.config)
+        buckets = FULL if dense else self.manifest["buckets_spec"]
+        return plan_tokens(image, mask, self.token_size, buckets, self.config)
 
     def __call__(self, *, plan: TokenPlan, fill: Any = None, **inputs: Any) -> torch.Tensor:
         """One denoising step on the plan's bucket; returns the full-grid output as a torch tensor."""

@@ -139,7 +139,10 @@ def export_weights(checkpoint: Path, out: Path) -> None:
     state = torch.load(checkpoint, weights_only=False)
     model = ref.new_model()
     model.load_state_dict(state["ema"])
-    model.to(torch.float16).save_pretrained(out, safe_serialization=True)
+    for param in model.parameters():  # float16 storage halves the file; load() computes in float32
+        param.data = param.data.to(torch.float16)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "diffusion_pytorch_model.safetensors").chmod(0o644)
     history = state["history"]
     (out / "training.json").write_text(json.dumps({
         "steps": state["step"], "schedule": state["args"]["schedule"], "seed": state["args"]["seed"],

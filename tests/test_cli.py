@@ -58,7 +58,7 @@ def test_plan_errors_are_one_clear_line(tmp_path):
     (tmp_path / "junk.png").write_text("not a picture")
     out = tmp_path / "never.png"
     cases = [
-        (["--image", str(tmp_path / "odd.png"), "--mask", str(tmp_path / "odd_mask.png")], "multiples of the token size 16"),
+        (["--image", str(tmp_path / "odd.png"), "--mask", str(tmp_path / "odd_mask.png")], "multiples of the token size 8"),
         (["--mask", str(tmp_path / "odd_mask.png")], "resize the mask"),
         (["--image", str(tmp_path / "junk.png")], "cannot read image or mask"),
         (["--buckets", "huge"], "unknown bucket 'huge'"),

@@ -1,0 +1,54 @@
+"""Image fidelity inside a region: PSNR and SSIM on uint8 RGB images, as the paper reports them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_SSIM_SIGMA = 1.5
+_SSIM_WINDOW = 11
+_C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+
+def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
+    """PSNR in dB over the pixels of ``region`` (bool [H, W]; None: all). Identical pixels: inf."""
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    if region is not None:
+        if not region.any():
+            raise ValueError("empty region: PSNR needs at least one pixel")
+        diff = diff[region]
+    mse = float((diff**2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> float:
+    """Mean SSIM (Gaussian window 11, sigma 1.5, per channel) over the pixels of ``region``."""
+    x = torch.from_numpy(a.astype(np.float64)).permute(2, 0, 1)[:, None]
+    y = torch.from_numpy(b.astype(np.float64)).permute(2, 0, 1)[:, None]
+    coords = torch.arange(_SSIM_WINDOW, dtype=torch.float64) - _SSIM_WINDOW // 2
+    g = torch.exp(-(coords**2) / (2 * _SSIM_SIGMA**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :])[None, None]
+
+    def blur(t):
+        return F.conv2d(F.pad(t, [_SSIM_WINDOW // 2] * 4, mode="reflect"), window)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    ssim_map = ((2 * mx * my + _C1) * (2 * cov + _C2)) / ((mx**2 + my**2 + _C1) * (vx + vy + _C2))
+    ssim_map = ssim_map.mean(0)[0].numpy()  # mean over channels
+    if region is not None:
+        if not region.any():
+            raise ValueError("empty region: SSIM needs at least one pixel")
+        return float(ssim_map[region].mean())
+    return float(ssim_map.mean())
+
+
+def border_ring(mask: np.ndarray, width: int) -> np.ndarray:
+    """The band of mask pixels within ``width`` px of its border: where seams would show."""
+    inside = torch.from_numpy(mask > 0)[None, None].float()
+    eroded = -F.max_pool2d(-inside, 2 * width + 1, stride=1, padding=width)
+    return ((inside - eroded)[0, 0] > 0).numpy()
