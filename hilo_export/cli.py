@@ -290,3 +290,31 @@ def masks(out_dir, resolution, per_category, seed) -> None:
         raise click.ClickException(str(err)) from None
     for category, (count, ratio) in summary.items():
         click.echo(f"{category:6s} {count:3d} masks, mean mask ratio {ratio:.2%} -> {out_dir / category}")
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.json, report.md and the plots.")
+@click.option("--quick", is_flag=True, help="Small sizes (tiny-flux latency at 320x192, 128 px fidelity): checks every step in about a minute.")
+@click.option("--repeats", type=int, help="Timed rounds per engine [default: 3; quick: 1].")
+@click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
+@click.option("--skip-latency", is_flag=True, help="Fidelity only.")
+@click.option("--skip-fidelity", is_flag=True, help="Latency only.")
+def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity) -> None:
+    """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
+    from .backends import BackendError
+    from .bench import BenchSettings, run_bench
+    from .build import BuildError
+    from .manifest import ManifestError
+    from .models import ModelError
+    from .report import markdown
+
+    overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
+    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity)
+    settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
+    try:
+        report = run_bench(settings, progress=_echo)
+    except (BuildError, ManifestError, ModelError, BackendError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(markdown(report))
+    click.echo(f"report: {out_dir / 'report.md'}")

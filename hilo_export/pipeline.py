@@ -18,8 +18,10 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
 from . import reference as ref
-from .plan import TokenPlan
+from .buckets import FULL
+from .plan import PlannerConfig, TokenPlan, plan_tokens
 from .runtime import HiLoRuntime
+from .transformer import HiLoTransformer
 
 
 class EditInputError(ValueError):
@@ -75,6 +77,40 @@ class EngineTransformer(torch.nn.Module):
         output = self.runtime(plan=self.plan, fill=fill, hidden_states=hidden_states, **feeds)
         self.step_seconds.append(time.perf_counter() - start)
         return (output,) if not return_dict else _Output(output)
+
+
+class PlannedTransformer(torch.nn.Module):
+    """The torch counterpart of ``EngineTransformer``: any planner settings, no engines to build.
+
+    Used where engines per setting would be too slow to build (the planner sweep).
+    """
+
+    def __init__(self, model: torch.nn.Module, token_size: int, buckets: str, config: PlannerConfig, fill: str = "lowfreq"):
+        super().__init__()
+        self.model = model
+        self.hilo = HiLoTransformer(model)
+        self.config = model.config
+        self.token_size, self.buckets, self.planner = token_size, buckets, config
+        self.fill = fill
+        self.plan: TokenPlan | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def prepare(self, image: np.ndarray, mask: np.ndarray, dense: bool = False) -> TokenPlan:
+        self.plan = plan_tokens(image, np.asarray(mask) > 0, self.token_size, FULL if dense else self.buckets, self.planner)
+        return self.plan
+
+    def forward(self, hidden_states: torch.Tensor, return_dict: bool = True, **kwargs: Any):
+        if self.plan is None:
+            raise RuntimeError("call prepare(image, mask) on the pipeline's transformer before running it")
+        if self.plan.bucket == FULL:
+            return self.model(hidden_states=hidden_states, return_dict=return_dict, **kwargs)
+        fill = None
+        if self.fill == "zero":
+            fill = torch.zeros(*hidden_states.shape[:2], self.config.out_channels or self.config.in_channels)
+        return self.hilo(hidden_states=hidden_states, plan=self.plan, fill=fill, return_dict=return_dict, **kwargs)
 
 
 @dataclass
@@ -144,7 +180,7 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
         if steps < 1:
             raise EditInputError(f"steps must be at least 1, got {steps}")
         plan = None
-        if isinstance(self.transformer, EngineTransformer):
+        if hasattr(self.transformer, "prepare"):  # a HiLo transformer: plan this edit once
             plan = self.transformer.prepare(image, hole_pixels, dense=dense)
         pixels = ref.to_tensor(image)
         hole = torch.from_numpy(hole_pixels).float()[None, None]

@@ -66,7 +66,7 @@ def load(folder: Path | None = None) -> torch.nn.Module:
         raise FileNotFoundError(
             f"no reference weights in {folder}: train them with scripts/train_reference.py --out {folder}"
         )
-    return FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    return FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
 
 
 # ------------------------------------------------------------------ pixels <-> tokens

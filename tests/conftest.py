@@ -75,10 +75,16 @@ BUILD_RESOLUTION = (320, 192)  # 20 x 12 tokens of 16 px: two low-frequency bloc
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory):
+def engines_root(tmp_path_factory):
+    """One folder of builds named like ``hilo-export`` names them, so later builds of the same thing are cache hits."""
+    return tmp_path_factory.mktemp("engines")
+
+
+@pytest.fixture(scope="session")
+def built(engines_root):
     from hilo_export.build import BuildRequest, build
 
-    folder = tmp_path_factory.mktemp("engines") / "tiny-flux"
+    folder = engines_root / "tiny-flux-{}x{}".format(*BUILD_RESOLUTION)
     build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder), progress=lambda _: None)
     return folder
 
@@ -89,3 +95,25 @@ def built_copy(built, tmp_path):
     import shutil
 
     return Path(shutil.copytree(built, tmp_path / "engines"))
+
+
+# The reference model's engines for small edits (16 x 16 tokens of 8 px), as bench --quick uses them.
+EDIT_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def reference_built(engines_root):
+    from hilo_export.edit import reference_engines
+
+    return reference_engines((EDIT_SIZE, EDIT_SIZE), engines_root, progress=lambda _: None)
+
+
+def edit_inputs(size: int = EDIT_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out photo at size x size and a blob mask (bool) over about a tenth of it."""
+    from hilo_export.bench import eval_image
+
+    image = eval_image("coffee", (size, size))
+    y, x = np.mgrid[0:size, 0:size]
+    rng = np.random.default_rng(seed)
+    cy, cx = rng.uniform(0.3, 0.7, 2) * size
+    return image, (y - cy) ** 2 + (x - cx) ** 2 < (0.18 * size) ** 2

@@ -17,7 +17,7 @@ def test_plan_json_on_the_bundled_example():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     width, height = example_image().size
-    assert data["grid"] == [height // 16, width // 16]
+    assert data["grid"] == [height // 8, width // 8]  # the reference model's 8 px tokens
     assert data["tokens"]["total"] == data["capacity"] == len(data["keep_indices"]) + data["tokens"]["low_freq"]
     assert 0 < data["mask_ratio"] < 0.2 and data["bucket"] == "s"
 
