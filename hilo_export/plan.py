@@ -581,12 +581,17 @@ def _box_gray(image: torch.Tensor, stride: int) -> torch.Tensor:
     pixels = image.to(acc).reshape(height // stride, stride, width * 3)
     rows = _sum_along(pixels, 1)
     summed = _sum_along(rows.view(height // stride, width // stride, stride, 3), 2)
-    if uint8:
+    red, green, blue = GRAY_WEIGHTS
+    white = 255 * sum(GRAY_WEIGHTS) * stride * stride
+    if uint8 and white >= 2**24:
         # integer weights: the gray sum is exact (int64 beyond what int32 holds), rounded
         # once when it becomes float32
-        summed = summed.to(torch.int32 if 255 * sum(GRAY_WEIGHTS) * stride * stride < 2**31 else torch.int64)
-    red, green, blue = (summed[..., c] * weight for c, weight in enumerate(GRAY_WEIGHTS))
-    return (red + green + blue).float()
+        summed = summed.to(torch.int32 if white < 2**31 else torch.int64)
+        return (summed[..., 0] * red + summed[..., 1] * green + summed[..., 2] * blue).float()
+    # below 2^24 (blocks up to 8 x 8) every product and sum of uint8 sums is an integer that
+    # float32 holds exactly, fused or not: the cheaper float path gives the exact gray sum
+    gray = summed[..., 0] * float(red)
+    return gray.add_(summed[..., 1], alpha=green).add_(summed[..., 2], alpha=blue)
 
 
 def _sum_along(x: torch.Tensor, dim: int) -> torch.Tensor:
