@@ -308,3 +308,71 @@ def test_model_py_serves_requests_through_the_router(repo, run_model, monkeypatc
     np.testing.assert_array_equal(ok["output"], expected["output"])
     assert ok["bucket"].tolist() == [1]  # m
     assert responses[1].has_error() and "multiply it by 255" in responses[1].error().message()
+
+
+# ------------------------------------------------------------------ scripts/triton_client.py, against a stand-in server
+
+
+def stand_in_http(repo, run_model):
+    """tritonclient.http as the client script uses it, answered by router.py on ONNX Runtime."""
+    from tritonclient.grpc import model_config_pb2
+
+    router = Router.load(repo / "hilo_edit_step" / "1" / "routing.json")
+    config = parse_config(repo / "hilo_edit_step" / "config.pbtxt")
+    http = types.ModuleType("tritonclient.http")
+
+    class InferInput:
+        def __init__(self, name, shape, datatype):
+            self.name, self.shape, self.datatype = name, shape, datatype
+
+        def set_data_from_numpy(self, array):
+            assert list(array.shape) == self.shape
+            self.data = array
+
+    class Result:
+        def __init__(self, outputs):
+            self.outputs = outputs
+
+        def as_numpy(self, name):
+            return self.outputs[name]
+
+    class InferenceServerClient:
+        def __init__(self, url):
+            self.url = url
+
+        def is_model_ready(self, name):
+            return name == "hilo_edit_step"
+
+        def get_model_metadata(self, name):  # Triton's HTTP metadata: data types without TYPE_
+            return {"inputs": [{"name": i.name, "datatype": model_config_pb2.DataType.Name(i.data_type).removeprefix("TYPE_"),
+                                "shape": list(i.dims)} for i in config.input]}
+
+        def infer(self, model, inputs, outputs):
+            return Result(router.step({i.name: i.data for i in inputs}, run_model))
+
+    http.InferInput, http.InferenceServerClient = InferInput, InferenceServerClient
+    http.InferRequestedOutput = lambda name: name
+    return http
+
+
+def test_client_script_against_a_stand_in_server(repo, run_model, built, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    import tritonclient
+    from PIL import Image
+
+    http = stand_in_http(repo, run_model)
+    monkeypatch.setitem(sys.modules, "tritonclient.http", http)
+    monkeypatch.setattr(tritonclient, "http", http, raising=False)
+    spec = importlib.util.spec_from_file_location("triton_client", Path(__file__).parents[1] / "scripts" / "triton_client.py")
+    client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(client)
+    Image.fromarray(image()).save(tmp_path / "image.png")
+    Image.fromarray(mask_for(0.35)).save(tmp_path / "mask.png")
+    out = tmp_path / "output.npy"
+    client.main(["--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"), "--random",
+                 "--out", str(out), "--check", str(built)])
+    printed = capsys.readouterr().out
+    assert "bucket index 1" in printed and "HiLoRuntime: bucket m (server: m)" in printed
+    assert float(printed.rsplit("max relative difference ", 1)[1].split()[0]) <= 1e-6
+    assert np.load(out).shape == (1, H * W, 16)
