@@ -6,10 +6,14 @@ only turns Triton requests into numpy arrays and model calls into BLS requests.
 """
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# router.py lies beside this file; the Python backend's stub need not put this folder on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from router import ROUTING_FILE, RequestError, Router
 
 
