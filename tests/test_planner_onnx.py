@@ -134,3 +134,31 @@ def test_build_writes_the_planner_and_lists_it(built):
     assert manifest["buckets"][int(bucket[0])]["name"] == plan.bucket
     np.testing.assert_array_equal(keep, plan.keep_indices.numpy())
     np.testing.assert_array_equal(scores, plan.scores.numpy())
+
+
+def test_a_full_size_grid_with_many_ties():
+    """4096 tokens (1024 x 1024, 16-px tokens): ONNX Runtime's TopK on a large input, where flat
+    regions make thousands of equal scores, still ranks lower indices first."""
+    import onnxruntime as ort
+
+    size = 1024
+    session = ort.InferenceSession(planner_model((size, size), 16, "s,m,l", PlannerConfig()).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    patch = np.full((size, size, 3), 128, np.uint8)  # flat but for a textured patch
+    patch[600:900, 200:700] = rng.integers(0, 256, (300, 500, 3))
+    levels = (rng.integers(0, 2, (size // 64, size // 64, 3)) * 255).astype(np.uint8).repeat(64, 0).repeat(64, 1)
+    empty, square = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
+    square[300:700, 100:500] = 255
+    cut_ties = 0
+    for image in (patch, levels):
+        for mask in (empty, square):
+            bucket, keep, scores = session.run(None, {"image": image, "mask": mask})
+            expected = plan_tokens(image, mask, 16, "s,m,l", PlannerConfig())
+            assert ["s", "m", "l", "full"][int(bucket[0])] == expected.bucket
+            np.testing.assert_array_equal(scores, expected.scores.numpy())
+            np.testing.assert_array_equal(keep, expected.keep_indices.numpy())
+            zero = expected.scores.numpy().reshape(-1) == 0
+            kept_zero = np.isin(np.flatnonzero(zero), keep).sum()
+            cut_ties += 0 < kept_zero < zero.sum()  # the capacity ended inside a run of equal scores
+    assert cut_ties >= 2
