@@ -2,7 +2,7 @@
 hilo_edit_step (router.py, and model.py against a stand-in for the Python backend) giving
 what HiLoRuntime gives, on the ONNX Runtime engines of the built tiny-flux folder."""
 
-import importlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -291,10 +291,11 @@ def test_model_py_serves_requests_through_the_router(repo, run_model, monkeypatc
 
     version = repo / "hilo_edit_step" / "1"
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", stand_in_backend(run_model))
-    monkeypatch.syspath_prepend(str(version))
-    for name in ("model", "router"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    model_module = importlib.import_module("model")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # model.py adds its folder; undone after the test
+    monkeypatch.delitem(sys.modules, "router", raising=False)  # model.py must find its own copy
+    spec = importlib.util.spec_from_file_location("model", version / "model.py")
+    model_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_module)
     config = json_format.MessageToDict(parse_config(repo / "hilo_edit_step" / "config.pbtxt"), preserving_proto_field_name=True)
     model = model_module.TritonPythonModel()
     model.initialize({"model_config": json.dumps(config)})
@@ -356,8 +357,6 @@ def stand_in_http(repo, run_model):
 
 
 def test_client_script_against_a_stand_in_server(repo, run_model, built, tmp_path, monkeypatch, capsys):
-    import importlib.util
-
     import tritonclient
     from PIL import Image
 
