@@ -40,8 +40,6 @@ from .plan import (
 PLANNER_OPSET = 17  # the oldest opset with every op used here: runs on older ONNX Runtimes too
 PLANNER_IR_VERSION = 8
 K_AXIS = "k_kept"
-INPUTS = ("image", "mask")
-OUTPUTS = ("bucket", "keep_indices", "scores")
 
 
 class _Graph:
