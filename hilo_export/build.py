@@ -37,7 +37,7 @@ from .models import DEFAULT_MODEL, LoadedModel, load_model, text_len_for, token_
 from .plan import LowFreqLayout, PlannerConfig
 
 # the files a build owns in its folder: anything else there is left alone
-_OWNED = re.compile(r"^(hilo|full)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$|^\.(hilo|full)-.*\.partial$")
+_OWNED = re.compile(r"^(hilo|full|planner)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$|^\.(hilo|full|planner)-.*\.partial$")
 
 
 class BuildError(ValueError):
@@ -114,6 +114,8 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
         profiles = [Profile(b.name, b.kept(n_tokens, n_lowfreq)) for b in buckets]
         graphs[kind] = _graph(loaded, adapter, model, spec, profiles, backend, device, out_dir, previous, progress)
 
+    planner = _planner_model(request, table, out_dir, previous, progress)
+
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "hilo_export_version": __version__,
@@ -136,6 +138,7 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
         "backend": {"name": backend.name, "version": backend.version(), "device": device},
         "graphs": graphs,
         "buckets": [_bucket_entry(b, n_tokens, n_lowfreq, graphs) for b in table],
+        "planner_model": planner,
         "tools": _tool_versions(),
     }
     write_manifest(out_dir, manifest)
@@ -189,6 +192,40 @@ def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[
     }
 
 
+def _planner_model(request: BuildRequest, table: tuple[Bucket, ...], out_dir: Path, previous: dict[str, Any] | None,
+                   progress) -> dict[str, Any]:
+    """The planner as ONNX (planner_onnx.py), for servers without the Python planner."""
+    import onnx
+
+    from .planner_onnx import PLANNER_OPSET, write_planner
+
+    spec = format_buckets(table)
+    key = json_sha256({
+        "resolution": list(request.resolution),
+        "token_size": request.token_size,
+        "planner": request.config.to_dict(),
+        "buckets": spec,
+        "onnx": onnx.__version__,
+        "opset": PLANNER_OPSET,
+        "hilo_export": __version__,
+        "code": _code_digest(["plan.py", "buckets.py", "planner_onnx.py"]),
+    })
+    old = (previous or {}).get("planner_model")
+    path = out_dir / f"planner-{key[:16]}.onnx"
+    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+        progress(f"planner: up to date ({path.name})")
+        return old
+    write_planner(path, request.resolution, request.token_size, spec, request.config)
+    progress(f"planner: wrote {path.name}")
+    proto = onnx.load(str(path))
+    return {
+        "key": key,
+        "files": [file_entry(out_dir, path)],
+        "inputs": [_value_info(v) for v in proto.graph.input],
+        "outputs": [_value_info(v) for v in proto.graph.output],
+    }
+
+
 def _bucket_entry(bucket: Bucket, n_tokens: int, n_lowfreq: int, graphs: dict[str, Any]) -> dict[str, Any]:
     kind = FULL if bucket.is_full else "hilo"
     lowfreq = 0 if bucket.is_full else n_lowfreq
@@ -235,9 +272,14 @@ def _graph_key(loaded: LoadedModel, spec: GraphSpec) -> str:
 
 def _export_code_digest() -> str:
     """sha256 of the code that shapes a graph, so a changed exporter never reuses an old file."""
+    return _code_digest(["ops.py", "export.py", "sequence.py", "adapters/*.py"])
+
+
+def _code_digest(patterns: list[str]) -> str:
+    """sha256 of the package's files matching ``patterns`` (relative to the package)."""
     package = Path(__file__).parent
     digest = hashlib.sha256()
-    for path in sorted([package / "ops.py", package / "export.py", package / "sequence.py", *package.glob("adapters/*.py")]):
+    for path in sorted(p for pattern in patterns for p in package.glob(pattern)):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -318,3 +318,24 @@ def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity) 
         raise click.ClickException(str(err)) from None
     click.echo(markdown(report))
     click.echo(f"report: {out_dir / 'report.md'}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model repository to write (tritonserver --model-repository OUT).")
+@click.option("--backend", type=click.Choice(["ort", "trt"]),
+              help="DiT models as onnxruntime (ort) or tensorrt_plan (trt) models [default: the folder's backend].")
+@click.option("--max-batch", default=0, show_default=True,
+              help="max_batch_size of hilo_edit_step (0: no batching); each row is one request, planned on its own.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def triton(folder, out_dir, backend, max_batch, force) -> None:
+    """Write a Triton Inference Server model repository for a built engine folder."""
+    from .manifest import ManifestError
+    from .triton import TritonRepoError, write_repository
+
+    try:
+        write_repository(folder, out_dir, backend=backend, max_batch=max_batch, force=force, progress=_echo)
+    except (ManifestError, TritonRepoError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(str(out_dir))

@@ -85,8 +85,10 @@ def _digest(data: dict[str, Any]) -> str:
 
 
 def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every file entry a manifest references (graphs and engines)."""
+    """Every file entry a manifest references (graphs, engines and the ONNX planner)."""
     entries = []
     for graph in data["graphs"].values():
         entries += graph["files"] + graph["engine"]["files"]
+    # folders built before the ONNX planner existed have none; hilo-export triton asks for a rebuild
+    entries += data.get("planner_model", {}).get("files", [])
     return entries

@@ -43,7 +43,8 @@ from .buckets import Bucket, parse_buckets
 # Token kinds in TokenPlan.kinds.
 DROPPED, MASK, HIGH_FREQ, FILL = 0, 1, 2, 3
 
-_GRAY = torch.tensor([0.299, 0.587, 0.114])
+# BT.601 luma weights in thousandths: integer weights keep the gray sums of uint8 pixels exact.
+GRAY_WEIGHTS = (299, 587, 114)
 _SOBEL_MAX = 4.0 * math.sqrt(2.0)
 _STRIP_BYTES = 1 << 20
 
@@ -375,10 +376,7 @@ def _analyze(image: Any, mask: Any, token_size: int, config: PlannerConfig) -> _
     mask_tokens, mask_pixels = _mask_tokens(mask_t, token_size)
     mask_tokens = _dilate(mask_tokens, config.dilation)
 
-    score = _frequency_map(image_t, token_size, config.freq_samples)
-    if config.region_radius > 0:
-        radius = config.region_radius
-        score = F.avg_pool2d(score[None, None], 2 * radius + 1, 1, radius, count_include_pad=False)[0, 0]
+    score = _regional_mean(_frequency_map(image_t, token_size, config.freq_samples), config.region_radius)
     assert mask_tokens.shape == score.shape == grid
     return _Analysis(mask_tokens, score, mask_pixels / mask_t.numel())
 
@@ -482,6 +480,11 @@ def _mask_tokens(mask: torch.Tensor, token_size: int) -> tuple[torch.Tensor, int
     return peak, int(torch.count_nonzero(mask))
 
 
+# The score is computed with one fixed sequence of elementwise float32 operations (no fused
+# multiply-adds such as addcmul, no reductions of unspecified order), so that the ONNX planner
+# (planner_onnx.py), which repeats the sequence op for op, ranks tokens bit for bit the same.
+
+
 def _frequency_map(image: torch.Tensor, token_size: int, samples: int | None) -> torch.Tensor:
     """float32 [h, w]: mean normalized Sobel magnitude over each token."""
     stride = _analysis_stride(token_size, samples)
@@ -501,20 +504,63 @@ def _frequency_map(image: torch.Tensor, token_size: int, samples: int | None) ->
         pad_top, pad_bottom = int(first == 0), int(last == h)
         gray = F.pad(gray[None, None], (1, 1, pad_top, pad_bottom), mode="replicate")[0, 0]
         scores[first:last] = _pooled_sobel(gray, per_token)
-    return scores / (per_token * per_token * _SOBEL_MAX)
+    return scores / score_scale(token_size, samples, image.dtype == torch.uint8)
+
+
+def score_scale(token_size: int, samples: int | None, uint8: bool) -> float:
+    """What a token's summed Sobel magnitude is divided by to lie in [0, 1]: samples per token,
+    the largest Sobel magnitude, and the gray scale of ``_box_gray`` (white = 1000 x stride^2,
+    x 255 for uint8 pixels)."""
+    stride = _analysis_stride(token_size, samples)
+    per_token = token_size // stride
+    white = sum(GRAY_WEIGHTS) * stride * stride * (255 if uint8 else 1)
+    return per_token * per_token * _SOBEL_MAX * white
 
 
 def _pooled_sobel(padded: torch.Tensor, per_token: int) -> torch.Tensor:
     """Sum of Sobel magnitudes over each per_token x per_token cell of a 1-padded gray strip."""
     # Sobel as separable differences and [1, 2, 1] smoothing: fewer passes than a 3x3 conv.
+    # (a + c) + 2b rounds the same whether or not the add is fused: 2b is exact.
     dx = padded[:, 2:] - padded[:, :-2]
     gx = torch.add(dx[:-2], dx[2:]).add_(dx[1:-1], alpha=2)
     dy = padded[2:] - padded[:-2]
     gy = torch.add(dy[:, :-2], dy[:, 2:]).add_(dy[:, 1:-1], alpha=2)
-    magnitude = gx.mul_(gx).addcmul_(gy, gy).sqrt_()  # in place: torch.hypot is slower here
+    # gx^2 and gy^2 rounded separately, then added: addcmul_ would fuse them (one rounding
+    # fewer) on CPUs with FMA, and ONNX has no such op
+    squared = gx.mul_(gx).add_(gy.mul_(gy)).numpy()  # in place: torch.hypot is slower here
+    # numpy's square root is the correctly rounded IEEE one (as ONNX Runtime's); torch's
+    # vectorized one is not on every CPU (off by an ulp on AVX-512 machines)
+    magnitude = torch.from_numpy(np.sqrt(squared, out=squared))
     rows, cols = magnitude.shape
     h, w = rows // per_token, cols // per_token
-    return magnitude.view(h, per_token, cols).sum(1).view(h, w, per_token).sum(2)
+    # summed left to right in a fixed order (torch.sum's order depends on the vector width)
+    return _sum_along(_sum_along(magnitude.view(h, per_token, cols), 1).view(h, w, per_token), 2)
+
+
+def _regional_mean(score: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean of each (2r+1)^2 token window that lies inside the grid (avg_pool2d with
+    count_include_pad=False, summed window by window in row-major order)."""
+    if radius == 0:
+        return score
+    h, w = score.shape
+    size = 2 * radius + 1
+    padded = F.pad(score, (radius, radius, radius, radius))  # zeros: adding 0 changes no sum
+    total = padded[:h, :w].clone()
+    for dy in range(size):
+        for dx in range(size):
+            if dy or dx:
+                total.add_(padded[dy : dy + h, dx : dx + w])
+    return total / window_counts((h, w), radius)
+
+
+def window_counts(grid: tuple[int, int], radius: int) -> torch.Tensor:
+    """float32 [h, w]: how many grid tokens the window of radius ``radius`` around each token covers."""
+
+    def axis(n: int) -> torch.Tensor:
+        i = torch.arange(n)
+        return torch.clamp(i + radius, max=n - 1) - torch.clamp(i - radius, min=0) + 1
+
+    return (axis(grid[0])[:, None] * axis(grid[1])[None, :]).float()
 
 
 def _analysis_stride(token_size: int, samples: int | None) -> int:
@@ -525,23 +571,32 @@ def _analysis_stride(token_size: int, samples: int | None) -> int:
 
 
 def _box_gray(image: torch.Tensor, stride: int) -> torch.Tensor:
-    """float32 [H/stride, W/stride]: BT.601 gray in [0, 1], averaged over stride x stride blocks."""
+    """float32 [H/stride, W/stride]: BT.601 gray summed over stride x stride blocks, in units
+    where a white pixel is 1000 (x 255 for uint8): 299 R + 587 G + 114 B."""
     height, width, _ = image.shape
     # Summing uint8 in int16 (exact up to 11 x 11 blocks) is the cheapest pass over the
     # full-resolution pixels; everything after it runs on the smaller grid.
-    acc = torch.int16 if image.dtype == torch.uint8 and stride <= 11 else torch.float32
+    uint8 = image.dtype == torch.uint8
+    acc = (torch.int16 if stride <= 11 else torch.int32) if uint8 else torch.float32
     pixels = image.to(acc).reshape(height // stride, stride, width * 3)
     rows = _sum_along(pixels, 1)
     summed = _sum_along(rows.view(height // stride, width // stride, stride, 3), 2)
-    scale = stride * stride * (255.0 if image.dtype == torch.uint8 else 1.0)
-    red, green, blue = (float(weight) / scale for weight in _GRAY)
-    gray = summed[..., 0] * red
-    gray.add_(summed[..., 1], alpha=green).add_(summed[..., 2], alpha=blue)
-    return gray
+    red, green, blue = GRAY_WEIGHTS
+    white = 255 * sum(GRAY_WEIGHTS) * stride * stride
+    if uint8 and white >= 2**24:
+        # integer weights: the gray sum is exact (int64 beyond what int32 holds), rounded
+        # once when it becomes float32
+        summed = summed.to(torch.int32 if white < 2**31 else torch.int64)
+        return (summed[..., 0] * red + summed[..., 1] * green + summed[..., 2] * blue).float()
+    # below 2^24 (blocks up to 8 x 8) every product and sum of uint8 sums is an integer that
+    # float32 holds exactly, fused or not: the cheaper float path gives the exact gray sum
+    gray = summed[..., 0] * float(red)
+    return gray.add_(summed[..., 1], alpha=green).add_(summed[..., 2], alpha=blue)
 
 
 def _sum_along(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sum over a short axis with elementwise adds (much faster here than a strided reduction)."""
+    """Sum over a short axis with elementwise adds, left to right (much faster here than a
+    strided reduction, and its rounding does not depend on the machine)."""
     parts = x.unbind(dim)
     if len(parts) == 1:
         return parts[0]

@@ -64,16 +64,20 @@ def test_second_build_rebuilds_nothing(built_copy, monkeypatch):
     monkeypatch.setattr(build_module, "export_graph", lambda *a, **k: pytest.fail("a cached graph was exported again"))
     messages = []
     build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=messages.append)
-    assert sum("up to date" in m for m in messages) == 2
+    assert sum("up to date" in m for m in messages) == 3  # two graphs and the ONNX planner
     after = {p.name: p.stat().st_mtime_ns for p in built_copy.iterdir()}
     assert {k: v for k, v in after.items() if k != "manifest.json"} == {k: v for k, v in before.items() if k != "manifest.json"}
 
 
 def test_a_changed_bucket_table_reuses_the_graphs(built_copy, monkeypatch):
     monkeypatch.setattr(build_module, "export_graph", lambda *a, **k: pytest.fail("the graphs do not depend on buckets"))
+    old_planner = read_manifest(built_copy)["planner_model"]["files"][0]["path"]
     build(BuildRequest("tiny-flux", buckets="s=0.2,m", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)
     m = read_manifest(built_copy)
     assert [b["name"] for b in m["buckets"]] == ["s", "m", "full"] and m["buckets"][0]["fraction"] == 0.2
+    # the ONNX planner holds the bucket table: a new one replaces the old file
+    new_planner = m["planner_model"]["files"][0]["path"]
+    assert new_planner != old_planner and (built_copy / new_planner).exists() and not (built_copy / old_planner).exists()
 
 
 def test_interrupted_build_leaves_the_previous_build_intact(built_copy, monkeypatch):
