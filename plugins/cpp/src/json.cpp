@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <locale>
+#include <sstream>
 
 namespace hilo {
 namespace json {
@@ -79,11 +81,27 @@ class Parser {
         value.type_ = Value::Type::Bool;
         break;
       case 'n': expect_word("null"); break;
+      // Python's json writes non-finite floats this way, and manifests come from Python
+      case 'N':
+        expect_word("NaN");
+        value.type_ = Value::Type::Number;
+        value.number_ = std::nan("");
+        break;
+      case 'I':
+        expect_word("Infinity");
+        value.type_ = Value::Type::Number;
+        value.number_ = HUGE_VAL;
+        break;
       case '\0':
         if (at_end()) fail("the text ends where a value was expected");
         fail("unexpected character");
       default:
-        if (peek() == '-' || (peek() >= '0' && peek() <= '9')) {
+        if (peek() == '-' && pos_ + 1 < text_.size() && text_[pos_ + 1] == 'I') {
+          ++pos_;
+          expect_word("Infinity");
+          value.type_ = Value::Type::Number;
+          value.number_ = -HUGE_VAL;
+        } else if (peek() == '-' || (peek() >= '0' && peek() <= '9')) {
           parse_number(value);
         } else {
           fail(std::string("unexpected character '") + peek() + "'");
@@ -253,8 +271,11 @@ class Parser {
     }
     const std::string token = text_.substr(start, pos_ - start);
     value.type_ = Value::Type::Number;
-    errno = 0;
-    value.number_ = std::strtod(token.c_str(), nullptr);
+    // the classic locale: strtod would read "0.3" as 0 in a program that set a German locale
+    std::istringstream in(token);
+    in.imbue(std::locale::classic());
+    in >> value.number_;
+    if (in.fail()) value.number_ = token[0] == '-' ? -HUGE_VAL : HUGE_VAL;  // beyond double's range
     if (integral) {
       errno = 0;
       long long parsed = std::strtoll(token.c_str(), nullptr, 10);

@@ -1,7 +1,7 @@
 // A small, strict JSON reader: enough for manifest.json and test files, nothing vendored.
 //
-// Strict RFC 8259 (no comments, no trailing commas, no NaN); errors name the line and
-// column. Numbers keep an exact int64 when they are written as integers, so token counts
+// Strict RFC 8259 (no comments, no trailing commas) plus the NaN and Infinity that Python's
+// json module writes for non-finite floats; errors name the line and column. Numbers keep an exact int64 when they are written as integers, so token counts
 // and indices never pass through a double. Nesting is capped so a hostile file cannot
 // exhaust the stack.
 #pragma once
