@@ -13,9 +13,9 @@ import importlib.util
 from .layout import GATHER_ID, SCATTER_ID
 
 PLUGIN_IDS = (GATHER_ID, SCATTER_ID)
-# TensorRT's Python plugin API gained ahead-of-time implementations (trtp.aot_impl) in 10.8;
+# TensorRT's Python plugin API gained ahead-of-time implementations (trtp.aot_impl) in 10.9;
 # the ONNX parser prefers a registered plugin over a node's function body since 10.7.
-MIN_TENSORRT = "10.8"
+MIN_TENSORRT = "10.9"
 
 
 class PluginUnavailable(RuntimeError):
