@@ -131,11 +131,16 @@ class TrtBackend:
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise BackendError(f"TensorRT could not parse {onnx_path.name}: {errors}")
-        if self.plugins and not _plugin_layers(trt, network):
+        plugin_layers = _plugin_layers(trt, network)
+        if self.plugins and not plugin_layers:
             raise BackendError(
                 f"TensorRT {trt.__version__}'s ONNX parser inlined the hilo function bodies instead of using the "
                 "registered plugins (it prefers plugins from 10.7 on); upgrade TensorRT or build without --plugins"
             )
+        if plugin_layers and not self.plugins:
+            # registration is process-wide: an earlier --plugins build would leak into this engine
+            raise BackendError("the hilo plugins are registered in this process (an earlier --plugins build), so TensorRT "
+                               "used them; build without --plugins in a fresh process")
         input_shapes = {
             network.get_input(i).name: [K_AXIS if d == -1 else d for d in network.get_input(i).shape]
             for i in range(network.num_inputs)
