@@ -55,6 +55,7 @@ class BuildRequest:
     token_size: int | None = None  # default: the model's (16 for Flux, 8 for the reference model)
     batch: int = 1
     text_len: int | None = None  # default: the model's (512 for Flux)
+    plugins: bool = False  # TensorRT only: the hilo ops as plugins (plugins/tensorrt), not inlined bodies
     config: PlannerConfig = field(default_factory=PlannerConfig)
 
 
@@ -66,7 +67,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Path:
-    backend = get_backend(request.backend)  # refuses at once when the backend is missing
+    backend = get_backend(request.backend, plugins=request.plugins)  # refuses at once when missing
     if request.token_size is None:
         request = replace(request, token_size=token_size_for(request.model))
     if request.precision not in PRECISIONS:
@@ -135,7 +136,7 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
         "precision": request.precision,
         "planner": request.config.to_dict(),
         "buckets_spec": format_buckets(table),
-        "backend": {"name": backend.name, "version": backend.version(), "device": device},
+        "backend": _backend_entry(backend, device),
         "graphs": graphs,
         "buckets": [_bucket_entry(b, n_tokens, n_lowfreq, graphs) for b in table],
         "planner_model": planner,
@@ -166,7 +167,8 @@ def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[
         files = [file_entry(out_dir, p) for p in data_files(onnx_path)]
 
     onnx_sha = files[0]["sha256"]
-    engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device)
+    engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device,
+                             getattr(backend, "plugin_key", None))
     old_engine = old["engine"] if old else None
     if old_engine and old_engine["key"] == engine_key and files_intact(out_dir, old_engine["files"]):
         engine_files = old_engine["files"]
@@ -284,7 +286,15 @@ def _code_digest(patterns: list[str]) -> str:
     return digest.hexdigest()
 
 
-def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend: str, version: str, device: str) -> str:
+def _backend_entry(backend, device: str) -> dict[str, Any]:
+    entry = {"name": backend.name, "version": backend.version(), "device": device}
+    if getattr(backend, "plugins", ()):
+        entry["plugins"] = list(backend.plugins)  # engines embed these plugin kernels
+    return entry
+
+
+def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend: str, version: str, device: str,
+                plugins: str | None = None) -> str:
     content = {
         "onnx": onnx_sha,
         "profiles": [[p.bucket, p.kept] for p in profiles],
@@ -292,6 +302,8 @@ def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend:
         "backend": [backend, version],
         "device": device,
     }
+    if plugins is not None:  # only then, so engines built without plugins keep their keys
+        content["plugins"] = plugins
     return json_sha256(content)
 
 

@@ -102,7 +102,10 @@ def _echo(message: str) -> None:
 @click.option("--token-size", type=int, help="Pixels per DiT token side [default: the model's; 16 for Flux].")
 @click.option("--batch", default=1, show_default=True, help="Batch size the engines are built for.")
 @click.option("--text-len", type=int, help="Text tokens the engines take [default: the model's; 512 for Flux].")
-def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len) -> None:
+@click.option("--plugins", is_flag=True,
+              help="TensorRT only: run the hilo token ops as the AOT Triton plugins of plugins/tensorrt "
+                   "[default: TensorRT inlines their ONNX function bodies].")
+def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
     from .backends import BackendError
     from .build import BuildError, BuildRequest, parse_resolution
@@ -114,7 +117,7 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
     try:
         request = BuildRequest(
             model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
-            out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len,
+            out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len, plugins=plugins,
         )
         folder = run_build(request, progress=_echo)
     except (BuildError, BucketError, ModelError, BackendError, ExportError, ManifestError, PlanError) as err:
@@ -163,7 +166,8 @@ def inspect(folder, as_json) -> None:
         f"  {width}x{height} px, token {manifest['token_size']} px, grid {manifest['grid'][0]}x{manifest['grid'][1]}, "
         f"batch {manifest['batch']}, text {manifest['text_len']} tokens, {manifest['precision']}"
     )
-    click.echo(f"  backend {backend['name']} {backend['version']} on {backend['device']}; planner {manifest['planner']}")
+    plugins = f" with plugins {', '.join(backend['plugins'])}" if backend.get("plugins") else ""
+    click.echo(f"  backend {backend['name']} {backend['version']} on {backend['device']}{plugins}; planner {manifest['planner']}")
     for kind, graph in manifest["graphs"].items():
         check = graph["check"]
         if "skipped" in check:

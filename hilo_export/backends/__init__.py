@@ -49,7 +49,13 @@ class Backend(Protocol):
     def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile]) -> Runner: ...
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, plugins: bool = False) -> Backend:
+    """``plugins``: build the hilo ops as TensorRT plugins instead of inlining their ONNX bodies."""
+    if plugins and name != "trt":
+        raise BackendError(
+            "--plugins builds the hilo ops into TensorRT engines as plugins; it needs --backend trt "
+            "(ONNX Runtime runs the ops' ONNX function bodies and needs no plugin)"
+        )
     if name == "ort":
         from .ort import OrtBackend
 
@@ -57,5 +63,5 @@ def get_backend(name: str) -> Backend:
     if name == "trt":
         from .trt import TrtBackend
 
-        return TrtBackend()
+        return TrtBackend(plugins=plugins)
     raise BackendError(f"unknown backend {name!r}: use ort (ONNX Runtime, the default) or trt (TensorRT)")

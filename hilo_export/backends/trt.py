@@ -9,6 +9,8 @@ is the build's (hilo_export.build), shared by every backend.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,32 @@ def _tensorrt():
     except ImportError as err:
         raise BackendError(INSTALL_HINT) from err
     return tensorrt
+
+
+def hilo_plugins():
+    """The hilo_trt package (plugins/tensorrt): installed with hilo-export, or this source tree's.
+
+    Importing it needs no TensorRT; its register() does.
+    """
+    try:
+        import hilo_trt
+    except ImportError:
+        source = Path(__file__).resolve().parents[2] / "plugins" / "tensorrt"
+        if not (source / "hilo_trt" / "__init__.py").exists():
+            raise BackendError("the hilo TensorRT plugins (plugins/tensorrt/hilo_trt) are not installed; "
+                               "install hilo-export from its repository") from None
+        sys.path.insert(0, str(source))
+        import hilo_trt
+    return hilo_trt
+
+
+def plugin_digest() -> str:
+    """sha256 of the plugin sources: a changed kernel must rebuild engines that embed it."""
+    folder = Path(hilo_plugins().__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def profile_shapes(input_shapes: dict[str, list[int | str]], kept: int) -> dict[str, tuple[tuple[int, ...], ...]]:
@@ -61,8 +89,19 @@ class TrtBackend:
     name = "trt"
     portable = False  # an engine runs only with the TensorRT version and GPU it was built for
 
-    def __init__(self):
+    def __init__(self, plugins: bool = False):
         self._trt = _tensorrt()  # fail at once, before any export work
+        # with plugins, the hilo ops become TensorRT plugin layers (AOT Triton kernels inside
+        # the engine); without, the ONNX parser inlines their standard-op function bodies
+        self.plugins: tuple[str, ...] = ()
+        self.plugin_key: str | None = None
+        if plugins:
+            package = hilo_plugins()
+            try:
+                self.plugins = package.register()
+            except package.PluginUnavailable as err:
+                raise BackendError(str(err)) from None
+            self.plugin_key = plugin_digest()
 
     def version(self) -> str:
         return self._trt.__version__
@@ -85,11 +124,23 @@ class TrtBackend:
         flags = 0
         if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):  # TensorRT 10; 11 is always strongly typed
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        if self.plugins and hasattr(trt.NetworkDefinitionCreationFlag, "PREFER_AOT_PYTHON_PLUGINS"):
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise BackendError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+        plugin_layers = _plugin_layers(trt, network)
+        if self.plugins and not plugin_layers:
+            raise BackendError(
+                f"TensorRT {trt.__version__}'s ONNX parser inlined the hilo function bodies instead of using the "
+                "registered plugins (it prefers plugins from 10.7 on); upgrade TensorRT or build without --plugins"
+            )
+        if plugin_layers and not self.plugins:
+            # registration is process-wide: an earlier --plugins build would leak into this engine
+            raise BackendError("the hilo plugins are registered in this process (an earlier --plugins build), so TensorRT "
+                               "used them; build without --plugins in a fresh process")
         input_shapes = {
             network.get_input(i).name: [K_AXIS if d == -1 else d for d in network.get_input(i).shape]
             for i in range(network.num_inputs)
@@ -116,6 +167,11 @@ class TrtBackend:
 
     def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile]) -> "TrtRunner":
         return TrtRunner(self._trt, engine_files[0], profiles)
+
+
+def _plugin_layers(trt, network) -> int:
+    kinds = {getattr(trt.LayerType, k) for k in ("PLUGIN_V3", "PLUGIN_V2") if hasattr(trt.LayerType, k)}
+    return sum(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
 class TrtRunner:
