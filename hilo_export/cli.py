@@ -304,7 +304,8 @@ def masks(out_dir, resolution, per_category, seed) -> None:
 @click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Fidelity only.")
 @click.option("--skip-fidelity", is_flag=True, help="Latency only.")
-def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity) -> None:
+@click.option("--sweep", is_flag=True, help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.*).")
+def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, sweep) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
     from .backends import BackendError
     from .bench import BenchSettings, run_bench
@@ -316,6 +317,12 @@ def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity) 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity)
     settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
+    if sweep:
+        from .sweep import run_sweep, sweep_markdown
+
+        click.echo(sweep_markdown(run_sweep(settings, progress=_echo)))
+        click.echo(f"sweep: {out_dir / 'sweep.md'}, {out_dir / 'sweep.png'}")
+        return
     try:
         report = run_bench(settings, progress=_echo)
     except (BuildError, ManifestError, ModelError, BackendError, ValueError) as err:

@@ -56,3 +56,17 @@ def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, refer
     md = (out / "report.md").read_text()
     assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md
     assert (out / "speedup.png").stat().st_size > 0 and (out / "fidelity.png").stat().st_size > 0
+
+
+def test_sweep_draws_speed_against_fidelity(tmp_path):
+    from hilo_export.sweep import run_sweep, variants
+
+    sweep = run_sweep(BenchSettings.quick(tmp_path, per_category=2), progress=lambda _: None)
+    assert [v["label"] for v in sweep["variants"]] == [v.label for v in variants()]
+    by_label = {v["label"]: v["categories"] for v in sweep["variants"]}
+    for label, cats in by_label.items():
+        assert set(cats) == {"small", "medium", "large"}
+        assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
+    # smaller buckets can only keep fewer tokens
+    assert by_label["buckets 0.15/0.35/0.7"]["small"]["token_ratio_mean"] <= by_label["defaults"]["small"]["token_ratio_mean"]
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults |" in (tmp_path / "sweep.md").read_text()
