@@ -7,6 +7,7 @@ from PIL import Image
 from conftest import EDIT_SIZE, edit_inputs
 from hilo_export import reference as ref
 from hilo_export.cli import main
+import hilo_export
 from hilo_export.pipeline import EditInputError, EngineTransformer, PlannedTransformer, ReferenceInpaintPipeline, apply
 from hilo_export.plan import PlannerConfig
 from hilo_export.runtime import HiLoRuntime
@@ -21,7 +22,7 @@ def pipe():
 
 def test_apply_swaps_the_transformer_and_restores_it(pipe, reference_built):
     stock = pipe.transformer
-    with apply(pipe, HiLoRuntime.load(reference_built)) as applied:
+    with hilo_export.apply(pipe, HiLoRuntime.load(reference_built)) as applied:
         assert isinstance(pipe.transformer, EngineTransformer) and applied.stock is stock
         with pytest.raises(ValueError, match="restore"):
             apply(pipe, HiLoRuntime.load(reference_built))

@@ -1,0 +1,117 @@
+"""Model-card numbers for the reference model: in-mask PSNR/SSIM to the ground truth, next to trivial fills.
+
+    python scripts/evaluate_reference.py --out reports/reference-card [--checkpoint runs/reference/checkpoint.pt]
+
+Held-out images only (hilo_export/data/eval), masks from the suite (seed 2: neither the bench's
+nor training's), the dense model (no HiLo) with the pipeline of ``hilo-export edit``.
+Baselines: the hole painted with the mean known colour; the push-pull diffusion fill the model
+is conditioned on; scikit-image's biharmonic inpainting when scikit-image is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hilo_export import reference as ref  # noqa: E402
+from hilo_export.bench import EVAL_IMAGES, Fidelity, eval_image  # noqa: E402
+from hilo_export.masks import CATEGORY_RATIOS, mask_suite  # noqa: E402
+from hilo_export.metrics import ssim  # noqa: E402
+from hilo_export.pipeline import ReferenceInpaintPipeline  # noqa: E402
+
+
+def load_model(checkpoint: str | None) -> torch.nn.Module:
+    if checkpoint is None:
+        return ref.load()
+    model = ref.new_model()
+    model.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
+    return model.eval()
+
+
+def baselines(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    pixels = ref.to_tensor(image)
+    hole = torch.from_numpy(mask).float()[None, None]
+    fills = {"mean colour fill": ref.to_uint8(ref.mean_fill(pixels, hole)),
+             "diffusion fill (push-pull)": ref.to_uint8(ref.diffusion_fill(pixels, hole))}
+    try:
+        from skimage.restoration import inpaint_biharmonic
+    except ImportError:
+        return fills
+    filled = inpaint_biharmonic(image.astype(np.float64) / 255, mask, channel_axis=-1)
+    fills["biharmonic fill (scikit-image)"] = (filled.clip(0, 1) * 255).round().astype(np.uint8)
+    return fills
+
+
+def evaluate(model, resolution: int, per_category: int, steps: int, seeds: list[int]) -> dict:
+    pipe = ReferenceInpaintPipeline.from_reference(model)
+    pipe.set_progress_bar_config(disable=True)
+    suite = mask_suite((resolution, resolution), per_category, seed=2)
+    results = {}
+    for category in CATEGORY_RATIOS:
+        fid, ssims = Fidelity(), {}
+        for item in (m for m in suite if m.category == category):
+            inside = item.mask > 0
+            for name in EVAL_IMAGES:
+                truth = eval_image(name, (resolution, resolution))
+                edits = {f"model, seed {s}": pipe(truth, inside, steps=steps, seed=s).image for s in seeds}
+                candidates = {"reference model": list(edits.values()), **{k: [v] for k, v in baselines(truth, inside).items()}}
+                for method, images in candidates.items():
+                    for edited in images:
+                        fid.add(method, edited, truth, inside)
+                        ssims.setdefault(method, []).append(ssim(edited, truth, inside))
+        results[category] = {m: {"psnr": fid.psnr(m), "ssim": float(np.mean(ssims[m]))} for m in ssims}
+        print(f"{resolution}px {category}: " + ", ".join(f"{m} {v['psnr']:.2f} dB" for m, v in results[category].items()),
+              flush=True)
+    return results
+
+
+def sample_picture(model, resolution: int, steps: int, path: Path) -> None:
+    """Truth, mask, mean fill, diffusion fill, model edit: one row per held-out image (a medium mask)."""
+    pipe = ReferenceInpaintPipeline.from_reference(model)
+    pipe.set_progress_bar_config(disable=True)
+    mask = next(m for m in mask_suite((resolution, resolution), 4, seed=2) if m.category == "medium").mask > 0
+    rows = []
+    for name in EVAL_IMAGES:
+        truth = eval_image(name, (resolution, resolution))
+        fills = baselines(truth, mask)
+        shown = truth.copy()
+        shown[mask] = (shown[mask] * 0.3).astype(np.uint8)
+        edit = pipe(truth, mask, steps=steps, seed=0).image
+        rows.append(np.concatenate([truth, shown, fills["mean colour fill"], fills["diffusion fill (push-pull)"], edit], 1))
+    Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--checkpoint", help="evaluate a training checkpoint's EMA weights instead of the shipped ones")
+    parser.add_argument("--resolutions", default="256", help="comma-separated square sizes (default: %(default)s)")
+    parser.add_argument("--per-category", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--seeds", default="0,1")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.checkpoint)
+    start = time.time()
+    card = {"checkpoint": args.checkpoint or str(ref.weights_dir()), "steps": args.steps, "images": list(EVAL_IMAGES),
+            "masks_per_category": args.per_category, "seeds": args.seeds, "results": {}}
+    for size in (int(s) for s in args.resolutions.split(",")):
+        card["results"][str(size)] = evaluate(model, size, args.per_category, args.steps, [int(s) for s in args.seeds.split(",")])
+    sample_picture(model, int(args.resolutions.split(",")[-1]), args.steps, out / "samples.png")
+    card["wall_s"] = round(time.time() - start, 1)
+    (out / "card.json").write_text(json.dumps(card, indent=1, default=lambda v: None if v is None or math.isinf(v) else v) + "\n")
+    print(f"written {out / 'card.json'} and {out / 'samples.png'} in {card['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
