@@ -42,6 +42,10 @@ PSNR_TO_TRUTH_MARGIN_DB = 0.2
 PSNR_VS_DENSE_TARGET_DB = 30.0
 
 
+class BenchError(ValueError):
+    """Bench settings that cannot be run; the message says what to change."""
+
+
 @dataclass
 class BenchSettings:
     out: Path
@@ -58,6 +62,15 @@ class BenchSettings:
     engines_root: Path = Path("engines")
     latency: bool = True
     fidelity: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("per_category", "fidelity_masks", "steps", "repeats"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.images or not self.seeds:
+            raise BenchError("give at least one evaluation image and one seed")
+        if not (self.latency or self.fidelity):
+            raise BenchError("nothing to measure: leave out --skip-latency or --skip-fidelity")
 
     @classmethod
     def quick(cls, out: Path, **overrides: Any) -> "BenchSettings":
@@ -119,7 +132,7 @@ def _model_config(name: str) -> dict:
 
         return CONFIG
     if name not in BUILTIN_CONFIGS:
-        raise ValueError(f"latency model {name!r}: bench times a built-in ({', '.join(BUILTIN_CONFIGS)}, {REFERENCE})")
+        raise BenchError(f"latency model {name!r}: bench times a built-in ({', '.join(BUILTIN_CONFIGS)}, {REFERENCE})")
     return BUILTIN_CONFIGS[name]
 
 
@@ -221,7 +234,7 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
             for item in (m for m in suite if m.category == category):
                 inside = item.mask > 0
                 ring = border_ring(item.mask, RING_PX)
-                for image_name, truth in pictures.items():
+                for truth in pictures.values():
                     dense_by_seed = {}
                     for seed in settings.seeds:
                         dense = pipe(truth, inside, steps=settings.steps, seed=seed, dense=True)
@@ -271,24 +284,14 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
                             "flux1_dev_ideal_speedup": dev(full.kept) / dev(t.kept)} for n, t in timings.items()},
         }
         for cat in planned:
-            mix = cat.bucket_mix()
-            step = sum(share * timings[b].step_s for b, share in mix.items())
-            cost = sum(share * timings[b].flops for b, share in mix.items())
-            dev_cost = sum(share * dev(timings[b].kept) for b, share in mix.items())
             planner_s = statistics.median(cat.planner_s)
             categories[cat.name].update(
                 n_masks=len(cat.masks),
                 mask_ratio_mean=float(np.mean([m.ratio for m in cat.masks])),
                 token_ratio_mean=float(np.mean([p.kept_ratio for p in cat.plans])),
-                bucket_mix=mix,
-                step_s_hilo=step, step_s_dense=full.step_s,
-                speedup=full.step_s / step, ideal_speedup=full.flops / cost,
-                flux1_dev_ideal_speedup=dev(full.kept) / dev_cost,
                 planner_ms_median=planner_s * 1e3,
-                # the latency model has no trained weights to run a whole edit with: its edit time is composed
-                edit_s_hilo_composed=planner_s + settings.steps * step, edit_s_dense_composed=settings.steps * full.step_s,
+                **category_speed(cat.bucket_mix(), timings, dev, settings.steps, planner_s),
             )
-            categories[cat.name]["achieved_over_ideal"] = categories[cat.name]["speedup"] / categories[cat.name]["ideal_speedup"]
     if settings.fidelity:
         for name, fid in measure_fidelity(settings, progress).items():
             entry = categories[name]
@@ -311,6 +314,27 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     report["wall_s"] = round(time.time() - started, 1)
     write_report(report, settings.out)
     return report
+
+
+def category_speed(mix: dict[str, float], timings: dict[str, BucketTiming], dev: Callable[[int], float], steps: int,
+                   planner_s: float) -> dict[str, Any]:
+    """Speed of a category whose plans land in buckets with the shares ``mix``.
+
+    The expected step time is the mix-weighted mean of the buckets' step times (the same for
+    FLOPs); speedups are full's over those means.
+    """
+    full = timings[FULL]
+    step = sum(share * timings[b].step_s for b, share in mix.items())
+    cost = sum(share * timings[b].flops for b, share in mix.items())
+    dev_cost = sum(share * dev(timings[b].kept) for b, share in mix.items())
+    speedup, ideal = full.step_s / step, full.flops / cost
+    return {
+        "bucket_mix": mix, "step_s_hilo": step, "step_s_dense": full.step_s,
+        "speedup": speedup, "ideal_speedup": ideal, "achieved_over_ideal": speedup / ideal,
+        "flux1_dev_ideal_speedup": dev(full.kept) / dev_cost,
+        # the latency model has no trained weights to run a whole edit with: its edit time is composed
+        "edit_s_hilo_composed": planner_s + steps * step, "edit_s_dense_composed": steps * full.step_s,
+    }
 
 
 def _targets(categories: list[dict[str, Any]], settings: BenchSettings) -> list[dict[str, Any]]:

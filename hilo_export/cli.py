@@ -237,6 +237,7 @@ def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> N
     from .backends import BackendError
     from .build import BuildError
     from .edit import EditError, comparison_picture, run_edit
+    from .export import ExportError
     from .files import atomic_path
     from .manifest import ManifestError
     from .metrics import psnr
@@ -251,8 +252,8 @@ def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> N
         raise click.ClickException("the mask is empty: paint the region to edit white")
     try:
         outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare, progress=_echo)
-    except (EditError, EditInputError, BuildError, ManifestError, ModelError, BackendError, RuntimeInputError, PlanError,
-            BucketError) as err:
+    except (EditError, EditInputError, BuildError, ExportError, ManifestError, ModelError, BackendError, RuntimeInputError,
+            PlanError, BucketError) as err:
         raise click.ClickException(str(err)) from None
     from PIL import Image
 
@@ -304,28 +305,32 @@ def masks(out_dir, resolution, per_category, seed) -> None:
 @click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Fidelity only.")
 @click.option("--skip-fidelity", is_flag=True, help="Latency only.")
-@click.option("--sweep", is_flag=True, help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.*).")
-def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, sweep) -> None:
+@click.option("--sweep", is_flag=True,
+              help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
+@click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
+              show_default=True, help="Where engines are built, or reused when already built.")
+def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
     from .backends import BackendError
-    from .bench import BenchSettings, run_bench
+    from .bench import BenchError, BenchSettings, run_bench
     from .build import BuildError
+    from .export import ExportError
     from .manifest import ManifestError
     from .models import ModelError
+    from .pipeline import EditInputError
     from .report import markdown
+    from .sweep import run_sweep, sweep_markdown
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
-    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity)
-    settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
-    if sweep:
-        from .sweep import run_sweep, sweep_markdown
-
-        click.echo(sweep_markdown(run_sweep(settings, progress=_echo)))
-        click.echo(f"sweep: {out_dir / 'sweep.md'}, {out_dir / 'sweep.png'}")
-        return
+    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
     try:
+        settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
+        if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply
+            click.echo(sweep_markdown(run_sweep(settings, progress=_echo)))
+            click.echo(f"sweep: {out_dir / 'sweep.md'}, {out_dir / 'sweep.png'}")
+            return
         report = run_bench(settings, progress=_echo)
-    except (BuildError, ManifestError, ModelError, BackendError, ValueError) as err:
+    except (BenchError, BuildError, ManifestError, ModelError, BackendError, ExportError, EditInputError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(markdown(report))
     click.echo(f"report: {out_dir / 'report.md'}")

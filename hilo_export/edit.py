@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .build import BuildRequest, build
 from .metrics import psnr
 from .models import REFERENCE
-from .pipeline import EditResult, ReferenceInpaintPipeline, apply
+from .pipeline import EditResult, ReferenceInpaintPipeline, apply, check_edit_inputs
 from .runtime import HiLoRuntime
 from .viz import selection_picture
 
@@ -38,6 +38,7 @@ def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),
 
 def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, steps: int = 8, seed: int = 0,
              compare: bool = False, progress: Callable[[str], None] = print, progress_bar: bool = True) -> EditOutcome:
+    check_edit_inputs(image, mask)  # before a build, not after it
     if engines is None:
         engines = reference_engines((image.shape[1], image.shape[0]), progress=progress)
     runtime = HiLoRuntime.load(engines)

@@ -58,8 +58,9 @@ def mask_suite(size: tuple[int, int], per_category: int = 32, seed: int = 0,
     if unknown:
         raise ValueError(f"unknown mask categories {sorted(unknown)}; choose from {list(CATEGORY_RATIOS)}")
     suite = []
-    for c, category in enumerate(categories):
-        rng = np.random.default_rng([seed, c])
+    for category in categories:
+        # seeded by the category's fixed index: a category's masks do not depend on which others are asked for
+        rng = np.random.default_rng([seed, list(CATEGORY_RATIOS).index(category)])
         shapes = [shape for shape, count in shape_counts(per_category).items() for _ in range(count)]
         rng.shuffle(shapes)
         targets = _targets(CATEGORY_RATIOS[category], per_category, rng)
@@ -190,9 +191,16 @@ def write_suite(out_dir, size: tuple[int, int], per_category: int = 32, seed: in
     from .files import atomic_path
 
     summary: dict[str, list[float]] = {}
-    for item in mask_suite(size, per_category, seed):
+    suite = mask_suite(size, per_category, seed)
+    for item in suite:
         path = Path(out_dir) / item.category / f"{item.name}.png"
         with atomic_path(path) as tmp:
             Image.fromarray(item.mask).save(tmp, format="PNG")
         summary.setdefault(item.category, []).append(item.ratio)
+    # masks of an earlier, larger suite would otherwise be read along with these (calibrate --masks)
+    wanted = {f"{item.name}.png" for item in suite}
+    for category in summary:
+        for stale in (Path(out_dir) / category).glob(f"{category}-*.png"):
+            if stale.name not in wanted:
+                stale.unlink()
     return {category: (len(ratios), float(np.mean(ratios))) for category, ratios in summary.items()}

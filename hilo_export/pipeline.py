@@ -33,9 +33,9 @@ class EngineTransformer(torch.nn.Module):
 
     ``prepare(image, mask)`` plans the edit once, before the denoising loop; every call then
     runs the planned bucket (``dense=True`` plans the ``full`` bucket: the same engines,
-    without compression). Dropped tokens get ``fill``: ``"zero"`` for models predicting a
-    correction that is zero outside the mask (the reference model), ``"lowfreq"`` (their
-    block's low-frequency prediction) otherwise.
+    without compression). Dropped tokens get ``fill``: ``"zero"`` (the reference model: its
+    pipeline overwrites every known pixel, and dropped tokens hold only known pixels),
+    ``"lowfreq"`` (their block's low-frequency prediction) otherwise.
     """
 
     def __init__(self, runtime: HiLoRuntime, stock: torch.nn.Module, fill: str = "lowfreq"):
@@ -70,9 +70,7 @@ class EngineTransformer(torch.nn.Module):
             raise ValueError("joint_attention_kwargs (e.g. LoRA scale) cannot change a built engine; fuse them before export")
         feeds = {name: kwargs[name] for name in self._inputs if name not in ("hidden_states", "keep_indices", "fill")
                  and kwargs.get(name) is not None}
-        fill = None
-        if self.fill == "zero":
-            fill = torch.zeros(hidden_states.shape[0], hidden_states.shape[1], self.config.out_channels or self.config.in_channels)
+        fill = _zero_fill(hidden_states, self.config) if self.fill == "zero" else None
         start = time.perf_counter()
         output = self.runtime(plan=self.plan, fill=fill, hidden_states=hidden_states, **feeds)
         self.step_seconds.append(time.perf_counter() - start)
@@ -107,10 +105,12 @@ class PlannedTransformer(torch.nn.Module):
             raise RuntimeError("call prepare(image, mask) on the pipeline's transformer before running it")
         if self.plan.bucket == FULL:
             return self.model(hidden_states=hidden_states, return_dict=return_dict, **kwargs)
-        fill = None
-        if self.fill == "zero":
-            fill = torch.zeros(*hidden_states.shape[:2], self.config.out_channels or self.config.in_channels)
+        fill = _zero_fill(hidden_states, self.config) if self.fill == "zero" else None
         return self.hilo(hidden_states=hidden_states, plan=self.plan, fill=fill, return_dict=return_dict, **kwargs)
+
+
+def _zero_fill(hidden_states: torch.Tensor, config: Any) -> torch.Tensor:
+    return torch.zeros(*hidden_states.shape[:2], config.out_channels or config.in_channels)
 
 
 @dataclass
@@ -162,7 +162,7 @@ class EditResult:
 class ReferenceInpaintPipeline(DiffusionPipeline):
     """Inpainting with the reference model: Euler flow matching, known pixels kept on their trajectory."""
 
-    hilo_fill = "zero"  # the model predicts a correction that is zero outside the mask
+    hilo_fill = "zero"  # dropped tokens are all known pixels, which every step overwrites
 
     def __init__(self, transformer: torch.nn.Module, scheduler: FlowMatchEulerDiscreteScheduler):
         super().__init__()
@@ -170,13 +170,18 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
 
     @classmethod
     def from_reference(cls, model: torch.nn.Module | None = None) -> "ReferenceInpaintPipeline":
-        return cls(model if model is not None else ref.load(), FlowMatchEulerDiscreteScheduler(shift=1.0))
+        if model is None:
+            try:
+                model = ref.load()
+            except FileNotFoundError as err:
+                raise EditInputError(str(err)) from None
+        return cls(model, FlowMatchEulerDiscreteScheduler(shift=1.0))
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, mask: np.ndarray, steps: int = 8, seed: int = 0, dense: bool = False,
                  progress: bool = True) -> EditResult:
         start = time.perf_counter()
-        image, hole_pixels = _check_edit_inputs(image, mask)
+        image, hole_pixels = check_edit_inputs(image, mask)
         if steps < 1:
             raise EditInputError(f"steps must be at least 1, got {steps}")
         plan = None
@@ -206,7 +211,7 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
         return EditResult(out, step_seconds, time.perf_counter() - start, plan)
 
 
-def _check_edit_inputs(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
+def check_edit_inputs(image: Any, mask: Any) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image)
     mask = np.asarray(mask)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

@@ -8,8 +8,10 @@ Input channels, Flux Fill's layout: the noisy latent (192), the masked image (19
 mask (64, its 8x8 pixels). The masked image's hole is pre-filled with ``diffusion_fill``
 (a push-pull fill: the "blurred fill" baseline), and the transformer predicts the clean
 image's correction to it (x0-residual), which ``velocity`` turns into what the Euler
-flow-matching scheduler integrates. Outside the mask the correction is zero by
-construction, so HiLo's fill for tokens it drops is exactly zero.
+flow-matching scheduler integrates. The model starts at zero correction and is trained
+towards zero outside the hole. HiLo only drops tokens outside the dilated mask, whose
+pixels are all known: the pipeline resets them to their exact noisy trajectory every step
+and pastes the input back at the end, so a zero fill for them changes nothing.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def variants() -> list[Variant]:
         Variant("no low-freq tokens", replace(base, lowfreq_factor=None)),
         Variant("region radius 0", replace(base, region_radius=0)),
         Variant("buckets 0.2/0.45/0.75", base, "s=0.2,m=0.45,l=0.75"),
-        Variant("buckets 0.15/0.35/0.7", base, "s=0.15,m=0.35,l=0.7"),
+        Variant("dilation 0, buckets 0.2/0.45/0.75", replace(base, dilation=0), "s=0.2,m=0.45,l=0.75"),
+        Variant("dilation 0, buckets 0.12/0.3/0.55", replace(base, dilation=0), "s=0.12,m=0.3,l=0.55"),
     ]
 
 
@@ -84,7 +85,7 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print) 
                                  "categories": {}}
         for cat in planned:
             mix = cat.bucket_mix()
-            cost = sum(share * _sequence_flops(flops, b, variant, latency_grid, cat) for b, share in mix.items())
+            cost = sum(share * _sequence_flops(flops, b, latency_grid, cat) for b, share in mix.items())
             fid = Fidelity()
             for item in (m for m in suite if m.category == cat.name):
                 for name, image in pictures.items():
@@ -116,7 +117,7 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print) 
     return sweep
 
 
-def _sequence_flops(flops: StepFlops, bucket: str, variant: Variant, n_tokens: int, cat) -> float:
+def _sequence_flops(flops: StepFlops, bucket: str, n_tokens: int, cat) -> float:
     """FLOPs of one step in ``bucket``: its capacity (the same for every plan in it)."""
     capacity = next(p.capacity for p in cat.plans if p.bucket == bucket)
     return flops(capacity if bucket != FULL else n_tokens)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hilo_export import reference as ref  # noqa: E402
 from hilo_export.bench import EVAL_IMAGES, Fidelity, eval_image  # noqa: E402
+from hilo_export.files import atomic_path  # noqa: E402
 from hilo_export.masks import CATEGORY_RATIOS, mask_suite  # noqa: E402
 from hilo_export.metrics import ssim  # noqa: E402
 from hilo_export.pipeline import ReferenceInpaintPipeline  # noqa: E402
@@ -87,7 +87,7 @@ def sample_picture(model, resolution: int, steps: int, path: Path) -> None:
         shown[mask] = (shown[mask] * 0.3).astype(np.uint8)
         edit = pipe(truth, mask, steps=steps, seed=0).image
         rows.append(np.concatenate([truth, shown, fills["mean colour fill"], fills["diffusion fill (push-pull)"], edit], 1))
-    Image.fromarray(np.concatenate(rows, 0)).save(path)
+    Image.fromarray(np.concatenate(rows, 0)).save(path, format="PNG")
 
 
 def main():
@@ -107,9 +107,11 @@ def main():
             "masks_per_category": args.per_category, "seeds": args.seeds, "results": {}}
     for size in (int(s) for s in args.resolutions.split(",")):
         card["results"][str(size)] = evaluate(model, size, args.per_category, args.steps, [int(s) for s in args.seeds.split(",")])
-    sample_picture(model, int(args.resolutions.split(",")[-1]), args.steps, out / "samples.png")
+    with atomic_path(out / "samples.png") as tmp:
+        sample_picture(model, int(args.resolutions.split(",")[-1]), args.steps, tmp)
     card["wall_s"] = round(time.time() - start, 1)
-    (out / "card.json").write_text(json.dumps(card, indent=1, default=lambda v: None if v is None or math.isinf(v) else v) + "\n")
+    with atomic_path(out / "card.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=1) + "\n")
     print(f"written {out / 'card.json'} and {out / 'samples.png'} in {card['wall_s']:.0f} s")
 
 

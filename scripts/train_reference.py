@@ -18,6 +18,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,8 +65,8 @@ def training_images(min_side: int) -> list[np.ndarray]:
 def random_crop(images: list[np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
     image = images[rng.integers(len(images))]
     h, w = image.shape[:2]
-    scale = rng.uniform(size / min(h, w), 1.0) if min(h, w) > size else size / min(h, w)
-    side = int(math.ceil(size / scale))
+    # a square of ``side`` pixels, resized to ``size``: random zoom from the whole short side down to 1:1
+    side = int(rng.integers(size, min(h, w) + 1)) if min(h, w) > size else min(h, w)
     y, x = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
     crop = Image.fromarray(image[y:y + side, x:x + side]).resize((size, size), Image.BICUBIC)
     crop = np.asarray(crop)
@@ -135,20 +136,32 @@ def save_checkpoint(path, model, ema, opt, step, history, rng, noise_gen, args):
 
 
 def export_weights(checkpoint: Path, out: Path) -> None:
-    """EMA weights as float16 safetensors + config (diffusers layout), and the loss curve."""
+    """EMA weights as float16 safetensors + config (diffusers layout), and the loss curve.
+
+    Written into a staging folder that replaces ``out`` only when complete: an interrupted
+    export never leaves the shipped weights half-written.
+    """
     state = torch.load(checkpoint, weights_only=False)
     model = ref.new_model()
     model.load_state_dict(state["ema"])
     for param in model.parameters():  # float16 storage halves the file; load() computes in float32
         param.data = param.data.to(torch.float16)
-    model.save_pretrained(out, safe_serialization=True)
-    (out / "diffusion_pytorch_model.safetensors").chmod(0o644)
+    staging = out.with_name(f".{out.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    (staging / "diffusion_pytorch_model.safetensors").chmod(0o644)
     history = state["history"]
-    (out / "training.json").write_text(json.dumps({
+    (staging / "training.json").write_text(json.dumps({
         "steps": state["step"], "schedule": state["args"]["schedule"], "seed": state["args"]["seed"],
         "wall_s": round(history[-1]["wall_s"], 1) if history else 0.0, "loss": history,
     }, indent=1) + "\n")
-    plot_loss(history, out / "loss.png")
+    plot_loss(history, staging / "loss.png")
+    previous = out.with_name(f".{out.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    shutil.rmtree(previous, ignore_errors=True)
     print(f"exported EMA weights at step {state['step']} to {out}")
 
 

@@ -67,6 +67,34 @@ def test_sweep_draws_speed_against_fidelity(tmp_path):
     for label, cats in by_label.items():
         assert set(cats) == {"small", "medium", "large"}
         assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
-    # smaller buckets can only keep fewer tokens
-    assert by_label["buckets 0.15/0.35/0.7"]["small"]["token_ratio_mean"] <= by_label["defaults"]["small"]["token_ratio_mean"]
+    # without dilation a mask needs fewer tokens: the same table never puts it in a larger bucket
+    for category in ("small", "medium", "large"):
+        assert by_label["dilation 0"][category]["token_ratio_mean"] <= by_label["defaults"][category]["token_ratio_mean"]
     assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_category_speed_weights_bucket_times_by_the_mix():
+    from hilo_export.bench import BucketTiming, category_speed
+
+    timings = {"s": BucketTiming("s", 100, 1.0, 10.0), "m": BucketTiming("m", 200, 2.0, 30.0),
+               "full": BucketTiming("full", 400, 4.0, 80.0)}
+    speed = category_speed({"s": 0.5, "m": 0.5}, timings, dev=lambda n: n * n, steps=8, planner_s=0.01)
+    assert speed["step_s_hilo"] == pytest.approx(1.5)
+    assert speed["speedup"] == pytest.approx(4.0 / 1.5)
+    assert speed["ideal_speedup"] == pytest.approx(80.0 / 20.0)
+    assert speed["achieved_over_ideal"] == pytest.approx((4.0 / 1.5) / 4.0)
+    assert speed["flux1_dev_ideal_speedup"] == pytest.approx(400**2 / (0.5 * 100**2 + 0.5 * 200**2))
+    assert speed["edit_s_hilo_composed"] == pytest.approx(0.01 + 8 * 1.5)
+    assert speed["edit_s_dense_composed"] == pytest.approx(32.0)
+
+
+def test_bench_command_refuses_bad_settings(tmp_path):
+    from click.testing import CliRunner
+
+    from hilo_export.cli import main
+
+    for args, message in ((["--repeats", "0"], "repeats must be at least 1"),
+                          (["--skip-latency", "--skip-fidelity"], "nothing to measure")):
+        result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(tmp_path / "r"), *args])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()

@@ -38,6 +38,19 @@ def test_suite_is_reproducible_and_seeded(suite):
     assert suite[0].mask.shape == (192, 256) and suite[0].mask.dtype == np.uint8 and set(np.unique(suite[0].mask)) <= {0, 255}
 
 
+def test_a_category_does_not_depend_on_the_others_asked_for(suite):
+    large = mask_suite((256, 192), per_category=32, seed=0, categories=("large",))
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(large, [m for m in suite if m.category == "large"]))
+
+
+def test_writing_a_smaller_suite_removes_the_masks_it_no_longer_has(tmp_path):
+    from hilo_export.masks import write_suite
+
+    write_suite(tmp_path, (64, 64), per_category=3)
+    summary = write_suite(tmp_path, (64, 64), per_category=2)
+    assert summary["small"][0] == 2 and len(list((tmp_path / "small").glob("*.png"))) == 2
+
+
 def test_each_shape_lands_near_its_target():
     rng = np.random.default_rng(3)
     for shape in SHAPE_MIX:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -101,6 +103,11 @@ def test_edit_command_errors_are_clear(tmp_path, reference_built, built):
     common = ["--image", str(tmp_path / "in.png"), "--out", str(tmp_path / "never.png")]
     result = CliRunner().invoke(main, ["edit", "--engines", str(reference_built), "--mask", str(tmp_path / "empty.png"), *common])
     assert result.exit_code == 1 and "mask is empty" in result.output
+    Image.fromarray(np.full((EDIT_SIZE // 2, EDIT_SIZE), 255, np.uint8)).save(tmp_path / "half.png")
+    before = sorted(tmp_path.iterdir())
+    result = CliRunner().invoke(main, ["edit", "--mask", str(tmp_path / "half.png"), *common])  # no --engines: would build
+    assert result.exit_code == 1 and "mask of the image's size" in result.output
+    assert sorted(tmp_path.iterdir()) == before and not Path("engines", f"reference-{EDIT_SIZE}x{EDIT_SIZE}").exists()
     Image.fromarray(np.full((EDIT_SIZE, EDIT_SIZE), 255, np.uint8)).save(tmp_path / "full.png")
     result = CliRunner().invoke(main, ["edit", "--engines", str(built), "--mask", str(tmp_path / "full.png"), *common])
     assert result.exit_code == 1 and "reference model's engines" in result.output
