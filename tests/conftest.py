@@ -32,10 +32,24 @@ def tiny_flux(in_channels: int = 8, out_channels: int | None = None, guidance: b
 
 def grid_ids(h: int, w: int) -> torch.Tensor:
     """Flux img_ids for an h x w token grid: (0, row, col), row-major."""
-    ids = torch.zeros(h * w, 3)
-    ids[:, 1] = torch.arange(h).repeat_interleave(w)
-    ids[:, 2] = torch.arange(w).repeat(h)
-    return ids
+    from hilo_export.reference import grid_ids as ids_for_grid
+
+    return ids_for_grid((h, w))
+
+
+def built_step_inputs(seed: int = 0) -> dict[str, torch.Tensor]:
+    """One denoising step's full-grid inputs for the ``built`` tiny-flux engines (batch 1, 8 text tokens)."""
+    h, w = BUILD_RESOLUTION[1] // 16, BUILD_RESOLUTION[0] // 16
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "hidden_states": torch.randn(1, h * w, 16, generator=g),
+        "encoder_hidden_states": torch.randn(1, 8, 32, generator=g),
+        "pooled_projections": torch.randn(1, 32, generator=g),
+        "timestep": torch.rand(1, generator=g),
+        "img_ids": grid_ids(h, w),
+        "txt_ids": torch.zeros(8, 3),
+        "guidance": torch.full((1,), 3.5),
+    }
 
 
 def flux_inputs(model, h: int, w: int, batch: int = 2, text: int = 7, seed: int = 1) -> dict:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BUILD_RESOLUTION, textured_image
+from conftest import BUILD_RESOLUTION, built_step_inputs, textured_image
 from hilo_export import HiLoTransformer
 from hilo_export.manifest import ManifestError
 from hilo_export.models import load_model
@@ -25,17 +25,6 @@ def mask_for(fraction: float) -> np.ndarray:
     return mask
 
 
-def step_inputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "hidden_states": torch.randn(1, H * W, 16, generator=g),
-        "encoder_hidden_states": torch.randn(1, 8, 32, generator=g),
-        "pooled_projections": torch.randn(1, 32, generator=g),
-        "timestep": torch.rand(1, generator=g),
-        "img_ids": torch.stack([torch.zeros(H * W), torch.arange(H).repeat_interleave(W), torch.arange(W).repeat(H)], 1).float(),
-        "txt_ids": torch.zeros(8, 3),
-        "guidance": torch.full((1,), 3.5),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +41,7 @@ def reference():
 def test_runtime_matches_torch_on_every_bucket(runtime, reference, fraction, bucket):
     plan = runtime.plan(image(), mask_for(fraction))
     assert plan.bucket == bucket
-    inputs = step_inputs()
+    inputs = built_step_inputs()
     fill = torch.randn(1, H * W, 16)
     for given_fill in (fill, None):
         out = runtime(**inputs, plan=plan, fill=given_fill)
@@ -64,13 +53,13 @@ def test_runtime_matches_torch_on_every_bucket(runtime, reference, fraction, buc
 
 def test_runtime_is_safe_from_several_threads(runtime, built):
     plans = [runtime.plan(image(), mask_for(f)) for f in (0.0, 0.35, 0.6, 1.0)]
-    serial = [runtime(**step_inputs(i), plan=p) for i, p in enumerate(plans)]
+    serial = [runtime(**built_step_inputs(i), plan=p) for i, p in enumerate(plans)]
     fresh = HiLoRuntime.load(built)  # its engines are first loaded by the threads, concurrently
     results = [None] * len(plans)
 
     def work(i):
         for _ in range(3):
-            results[i] = fresh(**step_inputs(i), plan=plans[i])
+            results[i] = fresh(**built_step_inputs(i), plan=plans[i])
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(plans))]
     for t in threads:
@@ -88,13 +77,13 @@ def test_runtime_input_errors(runtime):
 
     foreign = plan_tokens(image(), mask_for(0.0), buckets="s=0.1")
     with pytest.raises(RuntimeInputError, match="not made with this folder's settings"):
-        runtime(**step_inputs(), plan=foreign)
+        runtime(**built_step_inputs(), plan=foreign)
     plan = runtime.plan(image(), mask_for(0.0))
-    bad = dict(step_inputs(), encoder_hidden_states=torch.zeros(1, 9, 32))
+    bad = dict(built_step_inputs(), encoder_hidden_states=torch.zeros(1, 9, 32))
     with pytest.raises(RuntimeInputError, match="encoder_hidden_states has shape"):
         runtime(**bad, plan=plan)
     with pytest.raises(RuntimeInputError, match="missing inputs"):
-        runtime(**{k: v for k, v in step_inputs().items() if k != "guidance"}, plan=plan)
+        runtime(**{k: v for k, v in built_step_inputs().items() if k != "guidance"}, plan=plan)
 
 
 def test_tampered_missing_and_stale_folders_are_refused(built_copy):
@@ -141,4 +130,4 @@ def test_planning_needs_no_engine_backend(built):
         import tensorrt  # noqa: F401
     except ImportError:
         with pytest.raises(BackendError, match="TensorRT is not installed"):
-            runtime(**step_inputs(), plan=plan)
+            runtime(**built_step_inputs(), plan=plan)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from conftest import BUILD_RESOLUTION, textured_image
+from conftest import BUILD_RESOLUTION, built_step_inputs, textured_image
 
 from hilo_export.cli import main
 from hilo_export.manifest import file_entry, read_manifest, write_manifest
@@ -69,17 +68,7 @@ def mask_for(fraction):
 
 
 def step_inputs(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    inputs = {
-        "hidden_states": torch.randn(1, H * W, 16, generator=g),
-        "encoder_hidden_states": torch.randn(1, 8, 32, generator=g),
-        "pooled_projections": torch.randn(1, 32, generator=g),
-        "timestep": torch.rand(1, generator=g),
-        "img_ids": torch.stack([torch.zeros(H * W), torch.arange(H).repeat_interleave(W), torch.arange(W).repeat(H)], 1).float(),
-        "txt_ids": torch.zeros(8, 3),
-        "guidance": torch.full((1,), 3.5),
-    }
-    return {k: v.numpy() for k, v in inputs.items()}
+    return {k: v.numpy() for k, v in built_step_inputs(seed).items()}
 
 
 # ------------------------------------------------------------------ repository and configs
