@@ -14,10 +14,9 @@ from typing import Iterable
 
 FULL = "full"
 
-# Defaults, before calibration (scripts/bucket_fit.py prints the evidence): small masks of
-# every shape and compact medium ones need at most 28% of the grid once dilated, scattered
-# medium masks and compact large ones 40-58%, scattered large ones 81-85%. See README "Buckets".
-DEFAULT_FRACTIONS = {"s": 0.30, "m": 0.60, "l": 0.85}
+# Defaults, chosen by `hilo-export bench --sweep` (README "Choosing the planner's defaults"):
+# the fastest table whose HiLo edits stay >= 30 dB from dense in every mask category.
+DEFAULT_FRACTIONS = {"s": 0.20, "m": 0.45, "l": 0.75}
 
 # Sequence lengths in multiples of 8 keep matrix kernels on their fast paths.
 CAPACITY_ALIGN = 8

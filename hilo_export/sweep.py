@@ -45,8 +45,8 @@ def variants() -> list[Variant]:
         Variant("low-freq factor 8", replace(base, lowfreq_factor=8)),
         Variant("no low-freq tokens", replace(base, lowfreq_factor=None)),
         Variant("region radius 0", replace(base, region_radius=0)),
-        Variant("buckets 0.2/0.45/0.75", base, "s=0.2,m=0.45,l=0.75"),
-        Variant("dilation 0, buckets 0.2/0.45/0.75", replace(base, dilation=0), "s=0.2,m=0.45,l=0.75"),
+        Variant("buckets 0.3/0.6/0.85", base, "s=0.3,m=0.6,l=0.85"),
+        Variant("buckets 0.15/0.35/0.6", base, "s=0.15,m=0.35,l=0.6"),
         Variant("dilation 0, buckets 0.12/0.3/0.55", replace(base, dilation=0), "s=0.12,m=0.3,l=0.55"),
     ]
 
