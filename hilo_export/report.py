@@ -93,46 +93,43 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
 
 
 def _plots(report: dict[str, Any], out: Path) -> list[str]:
+    cats = report["categories"]
+    names = [c["name"] for c in cats]
+    written = []
+    if all("speedup" in c for c in cats):
+        series = {"measured": [c["speedup"] for c in cats], "ideal (FLOPs)": [c["ideal_speedup"] for c in cats],
+                  "Flux.1-dev ideal": [c["flux1_dev_ideal_speedup"] for c in cats]}
+        lat = report["latency"]
+        _bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
+                   f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}")
+        written.append("speedup.png")
+    if all("fidelity" in c for c in cats):
+        keys = {"HiLo vs dense": "psnr_mask_hilo_vs_dense", "HiLo vs truth": "psnr_mask_hilo_vs_truth",
+                "dense vs truth": "psnr_mask_dense_vs_truth", "dense seed vs seed": "psnr_mask_noise_floor"}
+        series = {label: [c.get(key) or 0.0 for c in cats] for label, key in keys.items()}  # identical: drawn at 0
+        _bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images")
+        written.append("fidelity.png")
+    return written
+
+
+def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> None:
+    """Grouped bars: one group per category, one bar per series."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    written = []
-    cats = report["categories"]
-    if all("speedup" in c for c in cats):
-        names = [c["name"] for c in cats]
-        x = np.arange(len(names))
-        fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
-        ax.bar(x - 0.27, [c["speedup"] for c in cats], 0.27, label="measured")
-        ax.bar(x, [c["ideal_speedup"] for c in cats], 0.27, label="ideal (FLOPs)")
-        ax.bar(x + 0.27, [c["flux1_dev_ideal_speedup"] for c in cats], 0.27, label="Flux.1-dev ideal")
-        ax.set_xticks(x, names)
-        ax.set_ylabel("per-step speedup vs dense")
-        ax.set_title(f"{report['latency']['model']} {report['latency']['resolution'][0]}px, {report['latency']['backend']['name']}")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(out / "speedup.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        written.append("speedup.png")
-    if all("fidelity" in c for c in cats):
-        keys = [("psnr_mask_hilo_vs_dense", "HiLo vs dense"), ("psnr_mask_hilo_vs_truth", "HiLo vs truth"),
-                ("psnr_mask_dense_vs_truth", "dense vs truth"), ("psnr_mask_noise_floor", "dense seed vs seed")]
-        names = [c["name"] for c in cats]
-        x = np.arange(len(names))
-        fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
-        for i, (key, label) in enumerate(keys):
-            values = [c.get(key) or 0.0 for c in cats]
-            ax.bar(x + (i - 1.5) * 0.2, values, 0.2, label=label)
-        ax.set_xticks(x, names)
-        ax.set_ylabel("in-mask PSNR (dB)")
-        ax.set_title("reference model, held-out images")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(out / "fidelity.png") as tmp:
-            fig.savefig(tmp, format="png")
-        plt.close(fig)
-        written.append("fidelity.png")
-    return written
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
