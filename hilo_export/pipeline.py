@@ -46,7 +46,6 @@ class EngineTransformer(torch.nn.Module):
         self.config = stock.config
         self.fill = fill
         self.plan: TokenPlan | None = None
-        self.step_seconds: list[float] = []
         self._inputs = [v["name"] for v in runtime.manifest["graphs"]["full"]["inputs"]]
         self._dtype = stock.dtype
 
@@ -60,7 +59,6 @@ class EngineTransformer(torch.nn.Module):
 
     def prepare(self, image: np.ndarray, mask: np.ndarray, dense: bool = False) -> TokenPlan:
         self.plan = self.runtime.plan(image, np.asarray(mask) > 0, dense=dense)
-        self.step_seconds = []
         return self.plan
 
     def forward(self, hidden_states: torch.Tensor, return_dict: bool = True, joint_attention_kwargs=None, **kwargs: Any):
@@ -71,9 +69,7 @@ class EngineTransformer(torch.nn.Module):
         feeds = {name: kwargs[name] for name in self._inputs if name not in ("hidden_states", "keep_indices", "fill")
                  and kwargs.get(name) is not None}
         fill = _zero_fill(hidden_states, self.config) if self.fill == "zero" else None
-        start = time.perf_counter()
         output = self.runtime(plan=self.plan, fill=fill, hidden_states=hidden_states, **feeds)
-        self.step_seconds.append(time.perf_counter() - start)
         return (output,) if not return_dict else _Output(output)
 
 
