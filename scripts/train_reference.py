@@ -45,7 +45,7 @@ def sample_image_paths() -> list[Path]:
         import skimage.data
         import sklearn.datasets
     except ImportError:
-        sys.exit("training needs scikit-image and scikit-learn: pip install scikit-image scikit-learn")
+        sys.exit("training needs scikit-image and scikit-learn: pip install -e '.[train]'")
     folders = [Path(skimage.data.__file__).parent, Path(sklearn.datasets.__file__).parent / "images"]
     paths = sorted(p for f in folders for p in f.iterdir() if p.suffix in (".png", ".jpg", ".tif", ".gif"))
     return [p for p in paths if p.name not in SKIP]

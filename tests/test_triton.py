@@ -160,7 +160,7 @@ def test_triton_command(built, tmp_path):
 # ------------------------------------------------------------------ routing
 
 
-@pytest.mark.parametrize("fraction, bucket", [(0.0, "s"), (0.35, "m"), (0.6, "l"), (1.0, "full")])
+@pytest.mark.parametrize("fraction, bucket", [(0.0, "s"), (0.3, "m"), (0.6, "l"), (1.0, "full")])
 def test_router_gives_what_the_runtime_gives(repo, run_model, runtime, fraction, bucket):
     router = Router.load(repo / "hilo_edit_step" / "1" / "routing.json")
     inputs = step_inputs()
@@ -289,8 +289,8 @@ def test_model_py_serves_requests_through_the_router(repo, run_model, monkeypatc
     model = model_module.TritonPythonModel()
     model.initialize({"model_config": json.dumps(config)})
 
-    good = {**step_inputs(), "image": image(), "mask": mask_for(0.35)}
-    bad = {**good, "mask": (mask_for(0.35) > 0).astype(np.uint8)}
+    good = {**step_inputs(), "image": image(), "mask": mask_for(0.3)}
+    bad = {**good, "mask": (mask_for(0.3) > 0).astype(np.uint8)}
     responses = model.execute([[_Tensor(k, v) for k, v in request.items()] for request in (good, bad)])
     router = Router.load(version / "routing.json")
     expected = router.step(good, run_model)
@@ -356,7 +356,7 @@ def test_client_script_against_a_stand_in_server(repo, run_model, built, tmp_pat
     client = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(client)
     Image.fromarray(image()).save(tmp_path / "image.png")
-    Image.fromarray(mask_for(0.35)).save(tmp_path / "mask.png")
+    Image.fromarray(mask_for(0.3)).save(tmp_path / "mask.png")
     out = tmp_path / "output.npy"
     client.main(["--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"), "--random",
                  "--out", str(out), "--check", str(built)])
