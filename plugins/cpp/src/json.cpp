@@ -112,14 +112,7 @@ class Parser {
 
   void parse_object(Value& value, int depth) {
     value.type_ = Value::Type::Object;
-    ++pos_;  // '{'
-    skip_space();
-    if (peek() == '}') {
-      ++pos_;
-      return;
-    }
-    while (true) {
-      skip_space();
+    parse_items('}', "an object", [&] {
       if (peek() != '"') fail("expected a quoted key");
       value.keys_.push_back(parse_string());
       skip_space();
@@ -127,40 +120,36 @@ class Parser {
       ++pos_;
       skip_space();
       value.items_.push_back(parse_value(depth + 1));
-      skip_space();
-      if (peek() == ',') {
-        ++pos_;
-        continue;
-      }
-      if (peek() == '}') {
-        ++pos_;
-        return;
-      }
-      fail("expected ',' or '}' in an object");
-    }
+    });
   }
 
   void parse_array(Value& value, int depth) {
     value.type_ = Value::Type::Array;
-    ++pos_;  // '['
+    parse_items(']', "an array", [&] { value.items_.push_back(parse_value(depth + 1)); });
+  }
+
+  // The comma-separated body of an object or array, from its opening bracket to `close`.
+  template <typename ParseItem>
+  void parse_items(char close, const char* what, ParseItem parse_item) {
+    ++pos_;  // '{' or '['
     skip_space();
-    if (peek() == ']') {
+    if (peek() == close) {
       ++pos_;
       return;
     }
     while (true) {
       skip_space();
-      value.items_.push_back(parse_value(depth + 1));
+      parse_item();
       skip_space();
       if (peek() == ',') {
         ++pos_;
         continue;
       }
-      if (peek() == ']') {
+      if (peek() == close) {
         ++pos_;
         return;
       }
-      fail("expected ',' or ']' in an array");
+      fail(std::string("expected ',' or '") + close + "' in " + what);
     }
   }
 
