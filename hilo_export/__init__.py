@@ -1,17 +1,24 @@
-"""hilo-export: HiLo-Token compression for DiT image editing, exported for serving."""
+"""hilo-export: HiLo-Token compression for DiT image editing, exported for serving.
 
-from typing import Any
+Stages, one subpackage each, imports flowing one way: ``planning`` <- ``model`` <- ``export``
+<- ``runtime`` <- ``reference`` <- ``evaluation``, ``serving`` and ``cli``. The public API is here.
+"""
 
-from .plan import LowFreqLayout, PlanError, PlannerConfig, TokenPlan, plan_batch, plan_tokens
-from .transformer import HiLoTransformer
+# before the imports: export.builder records it in every manifest
+__version__ = "0.1.0"
+
+from typing import Any  # noqa: E402
+
+from .model import HiLoTransformer  # noqa: E402
+from .planning import LowFreqLayout, PlanError, PlannerConfig, TokenPlan, plan_batch, plan_tokens  # noqa: E402
+from .runtime import HiLoRuntime  # noqa: E402
 
 
 def apply(pipe: Any, runtime: Any, fill: str | None = None) -> Any:
-    """Swap a diffusers pipeline's transformer for HiLo engines; ``.restore()`` undoes it (see ``pipeline.apply``)."""
-    from .pipeline import apply as apply_to_pipeline
+    """Swap a diffusers pipeline's transformer for HiLo engines; ``.restore()`` undoes it (see ``runtime.apply``)."""
+    from .runtime.pipeline import apply as apply_to_pipeline
 
     return apply_to_pipeline(pipe, runtime, fill)
 
 
-__all__ = ["HiLoTransformer", "LowFreqLayout", "PlanError", "PlannerConfig", "TokenPlan", "apply", "plan_batch", "plan_tokens"]
-__version__ = "0.1.0"
+__all__ = ["HiLoRuntime", "HiLoTransformer", "LowFreqLayout", "PlanError", "PlannerConfig", "TokenPlan", "apply", "plan_batch", "plan_tokens"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .buckets import BucketError
 from .examples import example_image_path, example_mask_path
-from .models import BUILTIN_NAMES, DEFAULT_MODEL, token_size_for
-from .plan import PlanError, PlannerConfig, mask_from_file
+from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL, token_size_for
+from .planning.buckets import BucketError
+from .planning.plan import PlanError, PlannerConfig, mask_from_file
 
 REFERENCE_TOKEN = token_size_for(DEFAULT_MODEL)
 
@@ -45,16 +45,16 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
     from PIL import Image, UnidentifiedImageError
 
     from .files import atomic_path
-    from .plan import plan_tokens
+    from .planning.plan import plan_tokens
 
     try:
         image = Image.open(image_path).convert("RGB")
         mask = mask_from_file(Image.open(mask_path).convert("L"))
     except (UnidentifiedImageError, OSError) as err:
         raise click.ClickException(f"cannot read image or mask: {err}") from None
-    from .backends import BackendError
-    from .manifest import ManifestError
-    from .runtime import HiLoRuntime, RuntimeInputError
+    from .export.backends import BackendError
+    from .export.manifest import ManifestError
+    from .runtime.runtime import HiLoRuntime, RuntimeInputError
 
     try:
         if engines is not None:
@@ -66,7 +66,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         raise click.ClickException(str(err)) from None
 
     if out is not None:
-        from .viz import selection_picture
+        from .planning.picture import selection_picture
 
         try:
             with atomic_path(out) as tmp:
@@ -107,12 +107,12 @@ def _echo(message: str) -> None:
                    "[default: TensorRT inlines their ONNX function bodies].")
 def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
-    from .backends import BackendError
-    from .build import BuildError, BuildRequest, parse_resolution
-    from .build import build as run_build
-    from .export import ExportError
-    from .manifest import ManifestError
-    from .models import ModelError
+    from .export.backends import BackendError
+    from .export.builder import BuildError, BuildRequest, parse_resolution
+    from .export.builder import build as run_build
+    from .export.graph import ExportError
+    from .export.manifest import ManifestError
+    from .model.loading import ModelError
 
     try:
         request = BuildRequest(
@@ -130,10 +130,10 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
 @click.option("--verbose", is_flag=True, help="Show polygraphy's full comparison report.")
 def validate(folder, verbose) -> None:
     """Compare every bucket's engine with the torch reference (polygraphy); exit 1 on mismatch."""
-    from .backends import BackendError
-    from .manifest import ManifestError
-    from .models import ModelError
-    from .validate import validate as run_validate
+    from .evaluation.validate import validate as run_validate
+    from .export.backends import BackendError
+    from .export.manifest import ManifestError
+    from .model.loading import ModelError
 
     try:
         results = run_validate(folder, progress=click.echo, verbose=verbose)
@@ -150,7 +150,7 @@ def validate(folder, verbose) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def inspect(folder, as_json) -> None:
     """Show what a built engine folder holds."""
-    from .manifest import ManifestError, read_manifest
+    from .export.manifest import ManifestError, read_manifest
 
     try:
         manifest = read_manifest(folder)
@@ -189,8 +189,8 @@ def inspect(folder, as_json) -> None:
 @click.option("--shares", default="0.5,0.3,0.2", show_default=True, help="Share of the masks to land in s, m, l.")
 def calibrate(mask_dir, token_size, shares) -> None:
     """Derive bucket capacities from a folder of masks and print the table."""
-    from .calibrate import calibrate as run_calibrate
-    from .calibrate import read_masks
+    from .planning.calibration import calibrate as run_calibrate
+    from .planning.calibration import read_masks
 
     try:
         values = [float(s) for s in shares.split(",")]
@@ -204,7 +204,7 @@ def calibrate(mask_dir, token_size, shares) -> None:
     click.echo(f"  {'bucket':6s} {'fraction':>8s} {'share of masks':>15s}")
     for b in result.buckets:
         click.echo(f"  {b.name:6s} {b.fraction:8.4f} {result.shares[b.name]:15.1%}")
-    from .buckets import format_buckets
+    from .planning.buckets import format_buckets
 
     click.echo(f"use: --buckets {format_buckets(result.buckets)}")
 
@@ -234,16 +234,16 @@ def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray,
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the edited PNG.")
 def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> None:
     """Inpaint the mask with the HiLo engines (a real flow-matching pipeline)."""
-    from .backends import BackendError
-    from .build import BuildError
-    from .edit import EditError, comparison_picture, run_edit
-    from .export import ExportError
+    from .evaluation.edit import EditError, comparison_picture, run_edit
+    from .evaluation.metrics import psnr
+    from .export.backends import BackendError
+    from .export.builder import BuildError
+    from .export.graph import ExportError
+    from .export.manifest import ManifestError
     from .files import atomic_path
-    from .manifest import ManifestError
-    from .metrics import psnr
-    from .models import ModelError
-    from .pipeline import EditInputError
-    from .runtime import RuntimeInputError
+    from .model.loading import ModelError
+    from .reference.pipeline import EditInputError
+    from .runtime.runtime import RuntimeInputError
 
     image, mask = _read_image_and_mask(image_path, mask_path)
     if prompt:
@@ -285,8 +285,8 @@ def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> N
 @click.option("--seed", default=0, show_default=True)
 def masks(out_dir, resolution, per_category, seed) -> None:
     """Write the seeded mask suite (the paper's mask ratios and shape mix) as PNGs."""
-    from .build import BuildError, parse_resolution
-    from .masks import write_suite
+    from .evaluation.masks import write_suite
+    from .export.builder import BuildError, parse_resolution
 
     try:
         size = parse_resolution(resolution)
@@ -311,15 +311,15 @@ def masks(out_dir, resolution, per_category, seed) -> None:
               show_default=True, help="Where engines are built, or reused when already built.")
 def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
-    from .backends import BackendError
-    from .bench import BenchError, BenchSettings, run_bench
-    from .build import BuildError
-    from .export import ExportError
-    from .manifest import ManifestError
-    from .models import ModelError
-    from .pipeline import EditInputError
-    from .report import markdown
-    from .sweep import run_sweep, sweep_markdown
+    from .evaluation.bench import BenchError, BenchSettings, run_bench
+    from .evaluation.report import markdown
+    from .evaluation.sweep import run_sweep, sweep_markdown
+    from .export.backends import BackendError
+    from .export.builder import BuildError
+    from .export.graph import ExportError
+    from .export.manifest import ManifestError
+    from .model.loading import ModelError
+    from .reference.pipeline import EditInputError
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
@@ -347,8 +347,8 @@ def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, 
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def triton(folder, out_dir, backend, max_batch, force) -> None:
     """Write a Triton Inference Server model repository for a built engine folder."""
-    from .manifest import ManifestError
-    from .triton import TritonRepoError, write_repository
+    from .export.manifest import ManifestError
+    from .serving.repository import TritonRepoError, write_repository
 
     try:
         write_repository(folder, out_dir, backend=backend, max_batch=max_batch, force=force, progress=_echo)

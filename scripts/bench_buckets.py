@@ -20,13 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hilo_export.adapters import adapter_for
-from hilo_export.backends import Profile
-from hilo_export.backends.ort import OrtBackend
-from hilo_export.build import BuildRequest, build, parse_resolution
-from hilo_export.export import EngineGraph, GraphSpec, example_keep
-from hilo_export.manifest import read_manifest
-from hilo_export.models import BUILTIN_CONFIGS
+from hilo_export.export import (
+    BuildRequest,
+    Profile,
+    build,
+    parse_resolution,
+    read_manifest,
+)
+from hilo_export.export.backends.ort import OrtBackend
+from hilo_export.export.graph import EngineGraph, GraphSpec, example_keep
+from hilo_export.model import BUILTIN_CONFIGS, adapter_for
 
 
 def flops(model_name: str, spec: GraphSpec, kept: int) -> float:

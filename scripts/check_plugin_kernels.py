@@ -47,7 +47,7 @@ def main() -> int:
         print("needs a CUDA GPU (torch.cuda.is_available() is False)")
         return 2
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hilo_export.backends.trt import hilo_plugins
+    from hilo_export.export.backends.trt import hilo_plugins
 
     hilo_plugins()
     from hilo_trt import kernels

@@ -21,17 +21,21 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export import reference as ref  # noqa: E402
-from hilo_export.bench import EVAL_IMAGES, Fidelity, eval_image  # noqa: E402
+from hilo_export.evaluation import (  # noqa: E402
+    CATEGORY_RATIOS,
+    mask_suite,
+    ssim,  # noqa: E402
+)
+from hilo_export.evaluation.bench import EVAL_IMAGES, Fidelity, eval_image  # noqa: E402
 from hilo_export.files import atomic_path  # noqa: E402
-from hilo_export.masks import CATEGORY_RATIOS, mask_suite  # noqa: E402
-from hilo_export.metrics import ssim  # noqa: E402
-from hilo_export.pipeline import ReferenceInpaintPipeline  # noqa: E402
+from hilo_export.model import load_reference, reference_weights_dir  # noqa: E402
+from hilo_export.reference import ReferenceInpaintPipeline  # noqa: E402
+from hilo_export.reference import model as ref  # noqa: E402
 
 
 def load_model(checkpoint: str | None) -> torch.nn.Module:
     if checkpoint is None:
-        return ref.load()
+        return load_reference()
     model = ref.new_model()
     model.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
     return model.eval()
@@ -103,7 +107,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.checkpoint)
     start = time.time()
-    card = {"checkpoint": args.checkpoint or str(ref.weights_dir()), "steps": args.steps, "images": list(EVAL_IMAGES),
+    card = {"checkpoint": args.checkpoint or str(reference_weights_dir()), "steps": args.steps, "images": list(EVAL_IMAGES),
             "masks_per_category": args.per_category, "seeds": args.seeds, "results": {}}
     for size in (int(s) for s in args.resolutions.split(",")):
         card["results"][str(size)] = evaluate(model, size, args.per_category, args.steps, [int(s) for s in args.seeds.split(",")])

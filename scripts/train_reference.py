@@ -5,8 +5,8 @@
 
 Data: scikit-image's and scikit-learn's bundled sample images, minus the held-out evaluation
 images (``HELD_OUT``). Random crops (progressively larger: ``--schedule``), random rescale
-and flips; random masks of every shape in ``hilo_export.masks``. Objective: rectified flow
-with x0-residual prediction (see ``hilo_export.reference``), MSE weighted to the hole.
+and flips; random masks of every shape in ``hilo_export.evaluation.masks``. Objective: rectified flow
+with x0-residual prediction (see ``hilo_export.reference.model``), MSE weighted to the hole.
 Seeded; a checkpoint every ``--save-every`` steps holds model, EMA, optimizer, RNG and loss
 history, so a killed run resumes where it stopped.
 """
@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export import reference as ref  # noqa: E402
-from hilo_export.masks import random_mask  # noqa: E402
+from hilo_export.evaluation.masks import random_mask  # noqa: E402
+from hilo_export.reference import model as ref  # noqa: E402
 
 # evaluation images: never trained on (coffee is also the bundled example)
 HELD_OUT = ("coffee.png", "chelsea.png", "rocket.jpg")

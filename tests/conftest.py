@@ -32,7 +32,7 @@ def tiny_flux(in_channels: int = 8, out_channels: int | None = None, guidance: b
 
 def grid_ids(h: int, w: int) -> torch.Tensor:
     """Flux img_ids for an h x w token grid: (0, row, col), row-major."""
-    from hilo_export.reference import grid_ids as ids_for_grid
+    from hilo_export.reference.model import grid_ids as ids_for_grid
 
     return ids_for_grid((h, w))
 
@@ -96,7 +96,7 @@ def engines_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def built(engines_root):
-    from hilo_export.build import BuildRequest, build
+    from hilo_export.export import BuildRequest, build
 
     folder = engines_root / "tiny-flux-{}x{}".format(*BUILD_RESOLUTION)
     build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder), progress=lambda _: None)
@@ -117,14 +117,14 @@ EDIT_SIZE = 128
 
 @pytest.fixture(scope="session")
 def reference_built(engines_root):
-    from hilo_export.edit import reference_engines
+    from hilo_export.evaluation.edit import reference_engines
 
     return reference_engines((EDIT_SIZE, EDIT_SIZE), engines_root, progress=lambda _: None)
 
 
 def edit_inputs(size: int = EDIT_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A held-out photo at size x size and a blob mask (bool) over about a tenth of it."""
-    from hilo_export.bench import eval_image
+    from hilo_export.evaluation.bench import eval_image
 
     image = eval_image("coffee", (size, size))
     y, x = np.mgrid[0:size, 0:size]

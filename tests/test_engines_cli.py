@@ -2,11 +2,11 @@ import json
 
 import numpy as np
 from click.testing import CliRunner
+from conftest import BUILD_RESOLUTION, textured_image
 from PIL import Image
 
-from conftest import BUILD_RESOLUTION, textured_image
-from hilo_export import validate as validate_module
 from hilo_export.cli import main
+from hilo_export.evaluation import validate as validate_module
 
 
 def invoke(*args):

@@ -32,7 +32,7 @@ class RequestError(ValueError):
 
 
 class Router:
-    """Routes requests with the facts of one built folder (``routing.json``, written by hilo_export.triton)."""
+    """Routes requests with the facts of one built folder (``routing.json``, written by hilo_export.serving.repository)."""
 
     def __init__(self, routing: dict[str, Any]):
         if routing.get("format") != ROUTING_FORMAT:
@@ -99,7 +99,7 @@ class Router:
         if mask.dtype != np.uint8 or mask.shape != (self.height, self.width):
             raise RequestError(f"mask is {mask.dtype} {list(mask.shape)}; send uint8 [{self.height}, {self.width}], 255 = edit")
         if mask.size and mask.max() == 1:
-            # the planner reads pixels >= 128 as edited (as hilo_export.plan does): 0/1 would plan nothing
+            # the planner reads pixels >= 128 as edited (as hilo_export.planning does): 0/1 would plan nothing
             raise RequestError("mask holds only 0 and 1, but masks are read as 0/255 (>= 128 = edit); multiply it by 255")
         return image, mask
 

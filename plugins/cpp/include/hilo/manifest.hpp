@@ -1,6 +1,6 @@
 // A built engine folder's manifest.json, its bucket table, and the plan checks a C++ caller
 // needs before feeding an engine: which bucket a request runs on and whether the planner's
-// keep_indices fit it. Mirrors hilo_export/runtime.py and plan.py; tests compare the two.
+// keep_indices fit it. Mirrors hilo_export/runtime/runtime.py and planning/plan.py; tests compare the two.
 #pragma once
 
 #include <cstddef>
@@ -82,7 +82,7 @@ class Manifest {
 
   // The bucket the Python planner picks for a mask that covers `mask_tokens` grid tokens
   // after dilation: the first whose capacity holds them plus the low-frequency tokens,
-  // `full` when none does (plan.py _choose_bucket).
+  // `full` when none does (planning/plan.py _choose_bucket).
   const Bucket& choose_bucket(int64_t mask_tokens) const;
   // The bucket that runs `required` tokens (mask + low-frequency, as plan.mandatory_tokens
   // counts them): the first whose capacity is at least that, else `full`.

@@ -1,0 +1,18 @@
+"""Measuring the product: one edit next to the dense model (``edit``), the mask suite, the
+latency/fidelity bench and the planner sweep, metrics, FLOP counts, reports, and ``validate``
+(engines against torch, through polygraphy; import it from ``evaluation.validate``).
+
+May import every other stage; runtime code never imports this one.
+"""
+
+from .bench import BenchError, BenchSettings, run_bench
+from .edit import EditError, comparison_picture, run_edit
+from .masks import CATEGORY_RATIOS, mask_suite, write_suite
+from .metrics import psnr, ssim
+from .report import markdown, write_report
+from .sweep import run_sweep, sweep_markdown
+
+__all__ = [
+    "CATEGORY_RATIOS", "BenchError", "BenchSettings", "EditError", "comparison_picture", "markdown", "mask_suite", "psnr",
+    "run_bench", "run_edit", "run_sweep", "ssim", "sweep_markdown", "write_report", "write_suite",
+]

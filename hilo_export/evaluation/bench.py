@@ -1,0 +1,379 @@
+"""``hilo-export bench``: latency and fidelity of HiLo against the dense model, per mask category.
+
+Latency: the engines of ``latency_model`` (flux-shaped by default: Flux.1 width and text
+length, two blocks), every bucket and ``full`` timed interleaved in one process, median of
+repeats; a category's speedup is full's step time over the step time its bucket mix costs.
+The ideal is the same ratio in FLOPs (``flops.StepFlops``), also for the full Flux.1-dev.
+
+Fidelity: the reference model's engines edit held-out images with the mask suite, HiLo and
+dense with the same seeds; PSNR/SSIM inside the mask (each vs the other and vs the ground
+truth), in a ring along the mask border, outside the mask (must be exact), and the noise
+floor (dense with one seed vs another).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from ..export.builder import BuildRequest, build
+from ..model.loading import BUILTIN_CONFIGS, REFERENCE, text_len_for
+from ..planning.buckets import FULL, parse_buckets
+from ..planning.plan import PlannerConfig, TokenPlan
+from .flops import FLUX1_DEV, StepFlops
+from .masks import CATEGORY_RATIOS, SuiteMask, mask_suite
+from .metrics import border_ring, ssim
+
+EVAL_IMAGES = ("coffee", "chelsea", "rocket")
+RING_PX = 8  # border ring width: one reference-model token
+# the issue's targets: per-step speedup per category, and fidelity
+SPEEDUP_TARGETS = {"small": 3.5, "medium": 2.9, "large": 1.9}
+ACHIEVED_TARGET = 0.9
+PSNR_TO_TRUTH_MARGIN_DB = 0.2
+PSNR_VS_DENSE_TARGET_DB = 30.0
+
+
+class BenchError(ValueError):
+    """Bench settings that cannot be run; the message says what to change."""
+
+
+@dataclass
+class BenchSettings:
+    out: Path
+    latency_model: str = "flux-shaped"
+    latency_resolution: tuple[int, int] = (1024, 1024)
+    fidelity_resolution: tuple[int, int] = (256, 256)
+    per_category: int = 32  # masks planned per category (bucket mix, token ratio, planner time)
+    fidelity_masks: int = 4  # masks per category edited for fidelity, on every image and seed
+    images: tuple[str, ...] = EVAL_IMAGES
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int = 8
+    repeats: int = 3
+    buckets: str = "s,m,l"
+    engines_root: Path = Path("engines")
+    latency: bool = True
+    fidelity: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("per_category", "fidelity_masks", "steps", "repeats"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.images or not self.seeds:
+            raise BenchError("give at least one evaluation image and one seed")
+        if not (self.latency or self.fidelity):
+            raise BenchError("nothing to measure: leave out --skip-latency or --skip-fidelity")
+
+    @classmethod
+    def quick(cls, out: Path, **overrides: Any) -> "BenchSettings":
+        """Small sizes for CI (20 x 12 and 16 x 16 token grids): every code path, in about a minute."""
+        values = dict(latency_model="tiny-flux", latency_resolution=(320, 192), fidelity_resolution=(128, 128),
+                      per_category=4, fidelity_masks=1, images=EVAL_IMAGES[:1], seeds=(0, 1), steps=2, repeats=1)
+        return cls(out, **{**values, **overrides})
+
+
+def eval_image(name: str, size: tuple[int, int]) -> np.ndarray:
+    path = resources.files("hilo_export") / "data" / "eval" / f"{name}.png"
+    with Image.open(str(path)) as image:
+        return np.asarray(image.convert("RGB").resize(size, Image.LANCZOS))
+
+
+# ------------------------------------------------------------------ latency
+
+
+@dataclass
+class BucketTiming:
+    name: str
+    kept: int  # image tokens the engine sees (kept + low-frequency)
+    step_s: float
+    flops: float
+
+
+def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) -> tuple[Any, dict[str, BucketTiming]]:
+    from ..runtime.runtime import HiLoRuntime
+
+    width, height = settings.latency_resolution
+    folder = build(
+        BuildRequest(settings.latency_model, buckets=settings.buckets, resolution=settings.latency_resolution,
+                     out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}"),
+        progress=progress,
+    )
+    runtime = HiLoRuntime.load(folder)
+    manifest = runtime.manifest
+    flops = StepFlops.count(_model_config(settings.latency_model), manifest["text_len"])
+    feeds = {b["name"]: _random_feeds(b, manifest) for b in manifest["buckets"]}
+    for name in feeds:  # warm-up: first runs allocate and pick kernels
+        runtime.run_bucket(name, feeds[name])
+    samples: dict[str, list[float]] = {name: [] for name in feeds}
+    for r in range(settings.repeats):
+        for name in feeds:  # interleaved: drift of the machine hits every bucket alike
+            start = time.perf_counter()
+            runtime.run_bucket(name, feeds[name])
+            samples[name].append(time.perf_counter() - start)
+        progress(f"latency round {r + 1}/{settings.repeats}: " + ", ".join(f"{n} {s[-1]:.3f}s" for n, s in samples.items()))
+    timings = {}
+    for b in manifest["buckets"]:
+        sequence = b["capacity"] if b["name"] != FULL else b["kept"]
+        timings[b["name"]] = BucketTiming(b["name"], sequence, statistics.median(samples[b["name"]]), flops(sequence))
+    return runtime, timings
+
+
+def _model_config(name: str) -> dict:
+    if name == REFERENCE:
+        from ..reference.model import CONFIG
+
+        return CONFIG
+    if name not in BUILTIN_CONFIGS:
+        raise BenchError(f"latency model {name!r}: bench times a built-in ({', '.join(BUILTIN_CONFIGS)}, {REFERENCE})")
+    return BUILTIN_CONFIGS[name]
+
+
+def _random_feeds(bucket: dict[str, Any], manifest: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Engine inputs of one bucket: random activations, true positions, a random token selection."""
+    rng = np.random.default_rng(0)
+    h, w = manifest["grid"]
+    feeds = {}
+    for spec in bucket["inputs"]:
+        name, shape, dtype = spec["name"], spec["shape"], spec["dtype"]
+        if name == "keep_indices":
+            feeds[name] = np.sort(rng.permutation(h * w)[: shape[1]])[None].repeat(shape[0], 0).astype(dtype)
+        elif name == "img_ids":
+            feeds[name] = np.stack([np.zeros(h * w), np.arange(h * w) // w, np.arange(h * w) % w], 1).astype(dtype)
+        elif name in ("txt_ids", "fill"):
+            feeds[name] = np.zeros(shape, dtype)
+        elif name == "timestep":
+            feeds[name] = np.full(shape, 0.5, dtype)
+        elif name == "guidance":
+            feeds[name] = np.full(shape, 3.5, dtype)
+        else:
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+# ------------------------------------------------------------------ planning
+
+
+@dataclass
+class CategoryPlans:
+    name: str
+    masks: list[SuiteMask]
+    plans: list[TokenPlan]
+    planner_s: list[float]
+
+    def bucket_mix(self) -> dict[str, float]:
+        names = [p.bucket for p in self.plans]
+        return {b: names.count(b) / len(names) for b in dict.fromkeys(sorted(set(names), key=names.index))}
+
+
+def plan_categories(plan: Callable[[np.ndarray, np.ndarray], TokenPlan], resolution: tuple[int, int], per_category: int,
+                    images: tuple[str, ...]) -> list[CategoryPlans]:
+    """Plan every suite mask of each category over the evaluation images (cycled), timing the planner."""
+    pictures = [eval_image(name, resolution) for name in images]
+    suite = mask_suite(resolution, per_category)
+    result = []
+    for category in CATEGORY_RATIOS:
+        masks = [m for m in suite if m.category == category]
+        plans, times = [], []
+        for i, item in enumerate(masks):
+            start = time.perf_counter()
+            plans.append(plan(pictures[i % len(pictures)], item.mask > 0))
+            times.append(time.perf_counter() - start)
+        result.append(CategoryPlans(category, masks, plans, times))
+    return result
+
+
+# ------------------------------------------------------------------ fidelity
+
+
+@dataclass
+class Fidelity:
+    """Squared errors summed per comparison (pooled into one PSNR per category) and SSIM samples."""
+
+    sq: dict[str, float] = field(default_factory=dict)
+    px: dict[str, int] = field(default_factory=dict)
+    ssim: dict[str, list[float]] = field(default_factory=dict)
+    outside_max_abs: int = 0
+    edit_s: dict[str, list[float]] = field(default_factory=lambda: {"hilo": [], "dense": []})
+    step_s: dict[str, list[float]] = field(default_factory=lambda: {"hilo": [], "dense": []})
+    kept_ratio: list[float] = field(default_factory=list)
+    buckets: list[str] = field(default_factory=list)
+
+    def add(self, key: str, a: np.ndarray, b: np.ndarray, region: np.ndarray) -> None:
+        diff = a[region].astype(np.float64) - b[region].astype(np.float64)
+        self.sq[key] = self.sq.get(key, 0.0) + float((diff**2).sum())
+        self.px[key] = self.px.get(key, 0) + diff.size
+
+    def psnr(self, key: str) -> float | None:
+        """Pooled PSNR; None when every compared pixel was identical (infinite PSNR)."""
+        mse = self.sq[key] / self.px[key]
+        return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -> dict[str, Fidelity]:
+    from ..reference.pipeline import ReferenceInpaintPipeline
+    from ..runtime.pipeline import apply
+    from ..runtime.runtime import HiLoRuntime
+    from .edit import reference_engines
+
+    runtime = HiLoRuntime.load(reference_engines(settings.fidelity_resolution, settings.engines_root, progress))
+    pipe = ReferenceInpaintPipeline.from_reference()
+    pipe.set_progress_bar_config(disable=True)
+    suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)  # not the planning suite
+    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.images}
+    results = {}
+    with apply(pipe, runtime):
+        for category in CATEGORY_RATIOS:
+            fid = Fidelity()
+            for item in (m for m in suite if m.category == category):
+                inside = item.mask > 0
+                ring = border_ring(item.mask, RING_PX)
+                for truth in pictures.values():
+                    dense_by_seed = {}
+                    for seed in settings.seeds:
+                        dense = pipe(truth, inside, steps=settings.steps, seed=seed, dense=True)
+                        hilo = pipe(truth, inside, steps=settings.steps, seed=seed)
+                        dense_by_seed[seed] = dense.image
+                        for way, result in (("hilo", hilo), ("dense", dense)):
+                            fid.edit_s[way].append(result.total_seconds)
+                            fid.step_s[way].extend(result.step_seconds)
+                            fid.outside_max_abs = max(fid.outside_max_abs, int(np.abs(
+                                result.image[~inside].astype(np.int16) - truth[~inside].astype(np.int16)).max(initial=0)))
+                        fid.kept_ratio.append(hilo.plan.kept_ratio)
+                        fid.buckets.append(hilo.plan.bucket)
+                        for region_name, region in (("mask", inside), ("ring", ring)):
+                            fid.add(f"{region_name}_hilo_vs_dense", hilo.image, dense.image, region)
+                            fid.add(f"{region_name}_hilo_vs_truth", hilo.image, truth, region)
+                            fid.add(f"{region_name}_dense_vs_truth", dense.image, truth, region)
+                        for key, (a, b) in {"hilo_vs_dense": (hilo.image, dense.image), "hilo_vs_truth": (hilo.image, truth),
+                                            "dense_vs_truth": (dense.image, truth)}.items():
+                            fid.ssim.setdefault(key, []).append(ssim(a, b, inside))
+                    seeds = list(dense_by_seed)
+                    for s1, s2 in zip(seeds, seeds[1:]):
+                        fid.add("mask_noise_floor", dense_by_seed[s1], dense_by_seed[s2], inside)
+                progress(f"fidelity {category}: {item.name} done")
+            results[category] = fid
+    return results
+
+
+# ------------------------------------------------------------------ the report
+
+
+def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    from .report import write_report
+
+    started = time.time()
+    report: dict[str, Any] = {"settings": _settings_json(settings), "machine": _machine()}
+    categories = {name: {"name": name, "mask_ratio_target": ratio} for name, ratio in CATEGORY_RATIOS.items()}
+    if settings.latency:
+        runtime, timings = measure_latency(settings, progress)
+        planned = plan_categories(runtime.plan, settings.latency_resolution, settings.per_category, settings.images)
+        dev = StepFlops.count(FLUX1_DEV, text_len_for("flux-shaped"))
+        full = timings[FULL]
+        report["latency"] = {
+            "model": settings.latency_model, "resolution": list(settings.latency_resolution),
+            "grid": runtime.manifest["grid"], "text_len": runtime.manifest["text_len"],
+            "backend": runtime.manifest["backend"],
+            "buckets": {n: {**asdict(t), "speedup": full.step_s / t.step_s, "ideal_speedup": full.flops / t.flops,
+                            "flux1_dev_ideal_speedup": dev(full.kept) / dev(t.kept)} for n, t in timings.items()},
+        }
+        for cat in planned:
+            planner_s = statistics.median(cat.planner_s)
+            categories[cat.name].update(
+                n_masks=len(cat.masks),
+                mask_ratio_mean=float(np.mean([m.ratio for m in cat.masks])),
+                token_ratio_mean=float(np.mean([p.kept_ratio for p in cat.plans])),
+                planner_ms_median=planner_s * 1e3,
+                **category_speed(cat.bucket_mix(), timings, dev, settings.steps, planner_s),
+            )
+    if settings.fidelity:
+        for name, fid in measure_fidelity(settings, progress).items():
+            entry = categories[name]
+            entry["fidelity"] = {
+                "token_ratio_mean": float(np.mean(fid.kept_ratio)),
+                "bucket_mix": {b: fid.buckets.count(b) / len(fid.buckets) for b in dict.fromkeys(fid.buckets)},
+                "edit_s_hilo_median": statistics.median(fid.edit_s["hilo"]),
+                "edit_s_dense_median": statistics.median(fid.edit_s["dense"]),
+                "step_s_hilo_median": statistics.median(fid.step_s["hilo"]),
+                "step_s_dense_median": statistics.median(fid.step_s["dense"]),
+                "outside_mask_max_abs_diff": fid.outside_max_abs,
+                "edits": len(fid.kept_ratio),
+            }
+            for key in fid.sq:
+                entry[f"psnr_{key}"] = fid.psnr(key)
+            for key, values in fid.ssim.items():
+                entry[f"ssim_mask_{key}"] = float(np.mean(values))
+    report["categories"] = list(categories.values())
+    report["targets"] = _targets(report["categories"], settings)
+    report["wall_s"] = round(time.time() - started, 1)
+    write_report(report, settings.out)
+    return report
+
+
+def category_speed(mix: dict[str, float], timings: dict[str, BucketTiming], dev: Callable[[int], float], steps: int,
+                   planner_s: float) -> dict[str, Any]:
+    """Speed of a category whose plans land in buckets with the shares ``mix``.
+
+    The expected step time is the mix-weighted mean of the buckets' step times (the same for
+    FLOPs); speedups are full's over those means.
+    """
+    full = timings[FULL]
+    step = sum(share * timings[b].step_s for b, share in mix.items())
+    cost = sum(share * timings[b].flops for b, share in mix.items())
+    dev_cost = sum(share * dev(timings[b].kept) for b, share in mix.items())
+    speedup, ideal = full.step_s / step, full.flops / cost
+    return {
+        "bucket_mix": mix, "step_s_hilo": step, "step_s_dense": full.step_s,
+        "speedup": speedup, "ideal_speedup": ideal, "achieved_over_ideal": speedup / ideal,
+        "flux1_dev_ideal_speedup": dev(full.kept) / dev_cost,
+        # the latency model has no trained weights to run a whole edit with: its edit time is composed
+        "edit_s_hilo_composed": planner_s + steps * step, "edit_s_dense_composed": steps * full.step_s,
+    }
+
+
+def _targets(categories: list[dict[str, Any]], settings: BenchSettings) -> list[dict[str, Any]]:
+    checks = []
+    for c in categories:
+        name = c["name"]
+        if "speedup" in c:
+            checks.append({"category": name, "target": f"speedup >= {SPEEDUP_TARGETS[name]}x", "value": c["speedup"],
+                           "met": c["speedup"] >= SPEEDUP_TARGETS[name]})
+            checks.append({"category": name, "target": f"achieved/ideal >= {ACHIEVED_TARGET}",
+                           "value": c["achieved_over_ideal"], "met": c["achieved_over_ideal"] >= ACHIEVED_TARGET})
+        if "fidelity" in c:
+            vs_dense = c["psnr_mask_hilo_vs_dense"]
+            gap = c["psnr_mask_dense_vs_truth"] - c["psnr_mask_hilo_vs_truth"]
+            checks.append({"category": name, "target": f"in-mask PSNR HiLo vs dense >= {PSNR_VS_DENSE_TARGET_DB} dB",
+                           "value": vs_dense, "met": vs_dense is None or vs_dense >= PSNR_VS_DENSE_TARGET_DB})
+            checks.append({"category": name, "target": f"in-mask PSNR to truth within {PSNR_TO_TRUTH_MARGIN_DB} dB of dense",
+                           "value": gap, "met": gap <= PSNR_TO_TRUTH_MARGIN_DB})
+            checks.append({"category": name, "target": "outside the mask: equal to the input",
+                           "value": c["fidelity"]["outside_mask_max_abs_diff"],
+                           "met": c["fidelity"]["outside_mask_max_abs_diff"] == 0})
+    return checks
+
+
+def _settings_json(settings: BenchSettings) -> dict[str, Any]:
+    values = asdict(settings)
+    values["out"], values["engines_root"] = str(settings.out), str(settings.engines_root)
+    values["planner"] = PlannerConfig().to_dict()
+    values["bucket_table"] = {b.name: b.fraction for b in parse_buckets(settings.buckets)}
+    return values
+
+
+def _machine() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__}
+
+

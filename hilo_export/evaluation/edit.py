@@ -1,0 +1,82 @@
+"""``hilo-export edit``: one inpainting edit with HiLo engines, optionally next to the dense model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ..export.builder import BuildRequest, build
+from ..model.loading import REFERENCE
+from ..planning.picture import selection_picture
+from ..reference.pipeline import EditResult, ReferenceInpaintPipeline, check_edit_inputs
+from ..runtime.pipeline import apply
+from ..runtime.runtime import HiLoRuntime
+from .metrics import psnr
+
+
+class EditError(ValueError):
+    """An edit that cannot be run as asked; the message says how to fix it."""
+
+
+@dataclass
+class EditOutcome:
+    hilo: EditResult
+    dense: EditResult | None
+    engines: Path
+
+
+def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),
+                      progress: Callable[[str], None] = print) -> Path:
+    """The reference model's engines for one image size: built once, then reused from the cache."""
+    width, height = resolution
+    return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=root / f"{REFERENCE}-{width}x{height}"),
+                 progress=progress)
+
+
+def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, steps: int = 8, seed: int = 0,
+             compare: bool = False, progress: Callable[[str], None] = print, progress_bar: bool = True) -> EditOutcome:
+    check_edit_inputs(image, mask)  # before a build, not after it
+    if engines is None:
+        engines = reference_engines((image.shape[1], image.shape[0]), progress=progress)
+    runtime = HiLoRuntime.load(engines)
+    if runtime.manifest["model"]["name"] != REFERENCE:
+        raise EditError(
+            f"{engines} holds engines of {runtime.manifest['model']['name']}; edit runs the reference model's engines "
+            "(build them with: hilo-export build --model reference --resolution WxH). For another model, use "
+            "hilo_export.apply(pipe, runtime) on its diffusers pipeline."
+        )
+    pipe = ReferenceInpaintPipeline.from_reference()
+    pipe.set_progress_bar_config(disable=not progress_bar)
+    with apply(pipe, runtime):
+        hilo = pipe(image, mask, steps=steps, seed=seed)
+        dense = pipe(image, mask, steps=steps, seed=seed, dense=True) if compare else None
+    return EditOutcome(hilo, dense, engines)
+
+
+def comparison_picture(image: np.ndarray, mask: np.ndarray, outcome: EditOutcome) -> Image.Image:
+    """Input, mask, selection map, dense edit, HiLo edit and their difference (x4), in one row."""
+    hilo, dense = outcome.hilo.image, outcome.dense.image
+    difference = np.clip(np.abs(hilo.astype(np.int16) - dense.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
+    selection = selection_picture(Image.fromarray(image), outcome.hilo.plan).crop((0, 0, image.shape[1], image.shape[0]))
+    inside = mask > 0
+    panels = [
+        ("input", Image.fromarray(image)),
+        ("mask", Image.fromarray(np.where(inside, 255, 0).astype(np.uint8)).convert("RGB")),
+        (f"selection: bucket {outcome.hilo.plan.bucket}", selection),
+        ("dense", Image.fromarray(dense)),
+        ("HiLo", Image.fromarray(hilo)),
+        (f"|HiLo - dense| x4, {psnr(hilo, dense, inside):.1f} dB", Image.fromarray(difference)),
+    ]
+    width, height = image.shape[1], image.shape[0]
+    label = 22
+    canvas = Image.new("RGB", (width * len(panels), height + label), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=14)
+    for i, (title, panel) in enumerate(panels):
+        canvas.paste(panel, (i * width, label))
+        draw.text((i * width + 4, 3), title, fill=(0, 0, 0), font=font)
+    return canvas

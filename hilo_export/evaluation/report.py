@@ -1,0 +1,135 @@
+"""The bench report: ``report.json``, ``report.md`` and PNG plots in one folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_path
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    plots = _plots(report, out)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(report, plots))
+
+
+def _num(value: Any, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return "identical"
+    return f"{value:.{digits}f}{unit}"
+
+
+def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
+    s = report["settings"]
+    lines = ["# HiLo bench report", ""]
+    cats = report["categories"]
+    if "latency" in report:
+        lat = report["latency"]
+        lines += [
+            f"Per-step latency: `{lat['model']}` at {lat['resolution'][0]}x{lat['resolution'][1]} "
+            f"(grid {lat['grid'][0]}x{lat['grid'][1]}, {lat['text_len']} text tokens), {lat['backend']['name']} "
+            f"{lat['backend']['version']} on {lat['backend']['device']}, every engine timed interleaved in one process, "
+            f"median of {s['repeats']} rounds. {s['per_category']} masks per category planned over the evaluation images.",
+            "",
+            "| category | mask ratio | kept tokens | bucket mix | step HiLo | step dense | speedup | ideal (FLOPs) | achieved/ideal "
+            "| Flux.1-dev ideal | planner | edit HiLo / dense (composed) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in cats:
+            if "speedup" not in c:
+                continue
+            mix = ", ".join(f"{b} {v:.0%}" for b, v in c["bucket_mix"].items())
+            lines.append(
+                f"| {c['name']} | {c['mask_ratio_mean']:.2%} | {c['token_ratio_mean']:.1%} | {mix} | {c['step_s_hilo']:.3f} s "
+                f"| {c['step_s_dense']:.3f} s | **{c['speedup']:.2f}x** | {c['ideal_speedup']:.2f}x | {c['achieved_over_ideal']:.2f} "
+                f"| {c['flux1_dev_ideal_speedup']:.2f}x | {c['planner_ms_median']:.1f} ms "
+                f"| {c['edit_s_hilo_composed']:.1f} s / {c['edit_s_dense_composed']:.1f} s |"
+            )
+        lines += ["", "| bucket | image tokens | step | speedup | ideal (FLOPs) | Flux.1-dev ideal |", "|---|---|---|---|---|---|"]
+        for name, b in lat["buckets"].items():
+            lines.append(f"| {name} | {b['kept']} | {b['step_s']:.3f} s | {b['speedup']:.2f}x | {b['ideal_speedup']:.2f}x "
+                         f"| {b['flux1_dev_ideal_speedup']:.2f}x |")
+        lines.append("")
+    if any("fidelity" in c for c in cats):
+        res = s["fidelity_resolution"]
+        lines += [
+            f"Fidelity: the reference model at {res[0]}x{res[1]}, {s['steps']} steps, held-out images "
+            f"{', '.join(s['images'])}, {s['fidelity_masks']} masks per category, seeds {s['seeds']}; PSNR pooled over "
+            f"all edits of a category (dB), SSIM averaged; ring = mask pixels within 8 px of its border.",
+            "",
+            "| category | kept tokens | PSNR HiLo vs dense | PSNR HiLo vs truth | PSNR dense vs truth | noise floor (seed vs seed) "
+            "| SSIM HiLo vs dense | SSIM HiLo / dense vs truth | ring PSNR HiLo vs dense | ring HiLo / dense vs truth "
+            "| outside max diff | edit HiLo / dense |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in cats:
+            if "fidelity" not in c:
+                continue
+            f = c["fidelity"]
+            lines.append(
+                f"| {c['name']} | {f['token_ratio_mean']:.1%} | {_num(c['psnr_mask_hilo_vs_dense'])} "
+                f"| {_num(c['psnr_mask_hilo_vs_truth'])} | {_num(c['psnr_mask_dense_vs_truth'])} "
+                f"| {_num(c.get('psnr_mask_noise_floor'))} | {c['ssim_mask_hilo_vs_dense']:.4f} "
+                f"| {c['ssim_mask_hilo_vs_truth']:.4f} / {c['ssim_mask_dense_vs_truth']:.4f} "
+                f"| {_num(c['psnr_ring_hilo_vs_dense'])} | {_num(c['psnr_ring_hilo_vs_truth'])} / {_num(c['psnr_ring_dense_vs_truth'])} "
+                f"| {f['outside_mask_max_abs_diff']} | {f['edit_s_hilo_median']:.2f} s / {f['edit_s_dense_median']:.2f} s |"
+            )
+        lines.append("")
+    lines += ["## Targets", "", "| category | target | value | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        value = "identical" if t["value"] is None else f"{t['value']:.2f}" if isinstance(t["value"], float) else t["value"]
+        lines.append(f"| {t['category']} | {t['target']} | {value} | {'yes' if t['met'] else '**no**'} |")
+    lines.append("")
+    for plot in plots or []:
+        lines.append(f"![{plot}]({plot})")
+    lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s.\n")
+    return "\n".join(lines)
+
+
+def _plots(report: dict[str, Any], out: Path) -> list[str]:
+    cats = report["categories"]
+    names = [c["name"] for c in cats]
+    written = []
+    if all("speedup" in c for c in cats):
+        series = {"measured": [c["speedup"] for c in cats], "ideal (FLOPs)": [c["ideal_speedup"] for c in cats],
+                  "Flux.1-dev ideal": [c["flux1_dev_ideal_speedup"] for c in cats]}
+        lat = report["latency"]
+        _bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
+                   f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}")
+        written.append("speedup.png")
+    if all("fidelity" in c for c in cats):
+        keys = {"HiLo vs dense": "psnr_mask_hilo_vs_dense", "HiLo vs truth": "psnr_mask_hilo_vs_truth",
+                "dense vs truth": "psnr_mask_dense_vs_truth", "dense seed vs seed": "psnr_mask_noise_floor"}
+        series = {label: [c.get(key) or 0.0 for c in cats] for label, key in keys.items()}  # identical: drawn at 0
+        _bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images")
+        written.append("fidelity.png")
+    return written
+
+
+def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> None:
+    """Grouped bars: one group per category, one bar per series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,117 @@
+"""``hilo-export validate``: every bucket's engine against the torch reference, through polygraphy."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..export.backends.torch import TorchRunner
+from ..export.graph import (
+    PRECISIONS,
+    TOLERANCES,
+    EngineGraph,
+    GraphSpec,
+    example_keep,
+    relative_error,
+)
+from ..export.manifest import ManifestError
+from ..model.adapters import adapter_for
+from ..model.loading import load_model
+from ..runtime.runtime import HiLoRuntime
+
+
+@dataclass(frozen=True)
+class BucketResult:
+    bucket: str
+    kept: int
+    max_abs: float
+    max_rel: float
+    passed: bool
+
+
+def validate(folder: Path, progress: Callable[[str], None] = print, verbose: bool = False) -> list[BucketResult]:
+    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.INFO if verbose else G_LOGGER.WARNING
+
+    runtime = HiLoRuntime.load(folder)
+    manifest = runtime.manifest
+    loaded = load_model(manifest["model"]["name"])
+    if loaded.weights_sha256 != manifest["model"]["weights_sha256"]:
+        raise ManifestError(
+            f"the weights of {manifest['model']['name']} changed since {folder} was built; rebuild it before validating"
+        )
+    precision = manifest["precision"]
+    model = loaded.model if loaded.model.dtype == PRECISIONS[precision] else loaded.model.to(PRECISIONS[precision])
+    adapter = adapter_for(model)
+    if precision == "bf16":
+        raise ManifestError("validate compares through numpy, which has no bfloat16 type here; validate an fp16 or fp32 build")
+    atol = rtol = TOLERANCES[precision]  # against a torch model of the same dtype
+    progress(
+        f"tolerance: an element fails when |engine - torch| exceeds both {atol:g} and {rtol:g} * |torch| "
+        "(polygraphy's rule); the largest errors are printed per bucket"
+    )
+    results = []
+    for bucket in manifest["buckets"]:
+        spec_data = manifest["graphs"][bucket["graph"]]["spec"]
+        spec = GraphSpec(**{**spec_data, "grid": tuple(spec_data["grid"])})
+        graph = EngineGraph(adapter, model, spec)
+        keep = example_keep(spec.n_tokens, bucket["kept"], seed=len(results))
+        feeds = {name: value.numpy() for name, value in graph.example_feed(keep).items()}
+        name = bucket["name"]
+        engine = _PolygraphyRunner(f"{manifest['backend']['name']}[{name}]", feeds, lambda f, n=name: runtime.run_bucket(n, f))
+        reference = TorchRunner(graph)
+        torch_runner = _PolygraphyRunner(f"torch[{name}]", feeds, lambda f, r=reference, n=name: r.run(n, f))
+        run_results = Comparator.run([engine, torch_runner], data_loader=[feeds])
+        accuracy = Comparator.compare_accuracy(run_results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
+        (_, engine_out), (_, torch_out) = [(r, outs[0]) for r, outs in run_results.items()]
+        max_abs = max(float(np.abs(engine_out[k].astype(np.float32) - torch_out[k]).max()) for k in torch_out)
+        max_rel = max(relative_error(engine_out[k], torch_out[k]) for k in torch_out)
+        results.append(BucketResult(name, bucket["kept"], max_abs, max_rel, bool(accuracy)))
+        progress(
+            f"bucket {name:4s} K={bucket['kept']:<6d} max abs error {max_abs:.2e}  max relative error {max_rel:.2e}  "
+            f"{'OK' if accuracy else 'MISMATCH'}"
+        )
+    return results
+
+
+
+def _runner_base():
+    from polygraphy.backend.base import BaseRunner
+
+    return BaseRunner
+
+
+class _PolygraphyRunner(_runner_base()):
+    """A polygraphy runner around any callable from feeds to outputs."""
+
+    def __init__(self, name: str, example: dict[str, np.ndarray], infer: Callable[[dict], dict]):
+        super().__init__(name=name)
+        self._example = example
+        self._infer = infer
+
+    def activate_impl(self):
+        pass
+
+    def deactivate_impl(self):
+        pass
+
+    def get_input_metadata_impl(self):
+        from polygraphy.common import TensorMetadata
+
+        metadata = TensorMetadata()
+        for name, array in self._example.items():
+            metadata.add(name, array.dtype, array.shape)
+        return metadata
+
+    def infer_impl(self, feed_dict):
+        start = time.perf_counter()
+        outputs = OrderedDict(self._infer(feed_dict))
+        self.inference_time = time.perf_counter() - start
+        return outputs

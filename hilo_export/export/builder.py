@@ -1,0 +1,377 @@
+"""``hilo-export build``: export, build engines per bucket, write ``manifest.json``; cached.
+
+A folder holds at most two graphs: ``hilo`` (dynamic ``k_kept``, every bucket but full) and
+``full``. Files are named by the hash of what defines them, written beside the old ones, and
+the manifest is replaced last: an interrupted build leaves the previous build usable, and a
+repeated build finds every file already there and rebuilds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import platform
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import __version__
+from ..model.adapters import adapter_for
+from ..model.loading import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    load_model,
+    text_len_for,
+    token_size_for,
+)
+from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, parse_buckets
+from ..planning.plan import LowFreqLayout, PlannerConfig
+from .backends import Profile, get_backend
+from .graph import (
+    ONNX_OPSET,
+    PRECISIONS,
+    EngineGraph,
+    GraphSpec,
+    check_against_torch,
+    data_files,
+    export_graph,
+)
+from .manifest import (
+    SCHEMA_VERSION,
+    ManifestError,
+    all_files,
+    file_entry,
+    files_intact,
+    json_sha256,
+    read_manifest,
+    write_manifest,
+)
+
+# the files a build owns in its folder: anything else there is left alone
+_OWNED = re.compile(r"^(hilo|full|planner)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$|^\.(hilo|full|planner)-.*\.partial$")
+
+
+class BuildError(ValueError):
+    """A build request that cannot be carried out; the message says how to fix it."""
+
+
+@dataclass
+class BuildRequest:
+    model: str = DEFAULT_MODEL
+    buckets: str = "s,m,l"
+    resolution: tuple[int, int] = (1024, 1024)  # width, height in pixels
+    backend: str = "ort"
+    precision: str = "fp32"
+    out_dir: Path | None = None
+    token_size: int | None = None  # default: the model's (16 for Flux, 8 for the reference model)
+    batch: int = 1
+    text_len: int | None = None  # default: the model's (512 for Flux)
+    plugins: bool = False  # TensorRT only: the hilo ops as plugins (plugins/tensorrt), not inlined bodies
+    config: PlannerConfig = field(default_factory=PlannerConfig)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match:
+        raise BuildError(f"resolution {text!r} is not WIDTHxHEIGHT, e.g. 1024x1024")
+    return int(match.group(1)), int(match.group(2))
+
+
+def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Path:
+    backend = get_backend(request.backend, plugins=request.plugins)  # refuses at once when missing
+    if request.token_size is None:
+        request = replace(request, token_size=token_size_for(request.model))
+    if request.precision not in PRECISIONS:
+        raise BuildError(f"unknown precision {request.precision!r}: use one of {', '.join(PRECISIONS)}")
+    backend.check_precision(request.precision)
+    if request.token_size < 1:
+        raise BuildError(f"token size must be a positive number of pixels, got {request.token_size}")
+    if request.text_len is not None and request.text_len < 1:
+        raise BuildError(f"text length must be at least 1 token, got {request.text_len}")
+    width, height = request.resolution
+    if width <= 0 or height <= 0 or width % request.token_size or height % request.token_size:
+        raise BuildError(
+            f"resolution {width}x{height} must be positive multiples of the token size {request.token_size} "
+            f"({token_size_for(request.model)} px for {request.model})"
+        )
+    if request.batch < 1:
+        raise BuildError(f"batch must be at least 1, got {request.batch}")
+    table = parse_buckets(request.buckets)
+
+    progress(f"loading {request.model}")
+    loaded = load_model(request.model)
+    try:
+        adapter = adapter_for(loaded.model)
+    except TypeError as err:
+        raise BuildError(str(err)) from None
+    model = loaded.model
+    if model.dtype != PRECISIONS[request.precision]:
+        model = model.to(PRECISIONS[request.precision])
+    grid = (height // request.token_size, width // request.token_size)
+    n_tokens = grid[0] * grid[1]
+    layout = None if request.config.lowfreq_factor is None else LowFreqLayout(request.config.lowfreq_factor, grid)
+    n_lowfreq = layout.count if layout else 0
+    text_len = request.text_len if request.text_len is not None else text_len_for(request.model)
+    out_dir = Path(request.out_dir or Path("engines") / loaded.slug)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _previous_manifest(out_dir)
+    device = backend.device()
+
+    groups = {"hilo": [b for b in table if not b.is_full], FULL: [b for b in table if b.is_full]}
+    graphs: dict[str, Any] = {}
+    for kind, buckets in groups.items():
+        if not buckets:
+            continue
+        spec = GraphSpec(kind, grid, request.batch, text_len, request.config.lowfreq_factor, request.precision)
+        profiles = [Profile(b.name, b.kept(n_tokens, n_lowfreq)) for b in buckets]
+        graphs[kind] = _graph(loaded, adapter, model, spec, profiles, backend, device, out_dir, previous, progress)
+
+    planner = _planner_model(request, table, out_dir, previous, progress)
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "hilo_export_version": __version__,
+        "model": {
+            "name": loaded.name,
+            "source": loaded.source,
+            "family": adapter.family,
+            "class": type(loaded.model).__name__,
+            "weights_sha256": loaded.weights_sha256,
+            "config": _plain(dict(loaded.model.config)),
+        },
+        "resolution": [width, height],
+        "token_size": request.token_size,
+        "grid": list(grid),
+        "batch": request.batch,
+        "text_len": text_len,
+        "precision": request.precision,
+        "planner": request.config.to_dict(),
+        "buckets_spec": format_buckets(table),
+        "backend": _backend_entry(backend, device),
+        "graphs": graphs,
+        "buckets": [_bucket_entry(b, n_tokens, n_lowfreq, graphs) for b in table],
+        "planner_model": planner,
+        "tools": _tool_versions(),
+    }
+    write_manifest(out_dir, manifest)
+    _remove_unreferenced(out_dir, manifest)
+    progress(f"built {out_dir} ({', '.join(b.name for b in table)})")
+    return out_dir
+
+
+def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[Profile], backend, device: str,
+           out_dir: Path, previous: dict[str, Any] | None, progress) -> dict[str, Any]:
+    key = _graph_key(loaded, spec)
+    old = (previous or {}).get("graphs", {}).get(spec.kind)
+    onnx_path = out_dir / f"{spec.kind}-{key[:16]}.onnx"
+    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+        progress(f"{spec.kind} graph: up to date ({onnx_path.name})")
+        files, check = old["files"], old["check"]
+    else:
+        graph = EngineGraph(adapter, model, spec).eval()
+        export_graph(graph, onnx_path, progress)
+        ks = sorted({p.kept for p in profiles} | {1}) if spec.kind != FULL else [spec.n_tokens]
+        progress(f"{spec.kind} graph: checking ONNX Runtime against torch at K = {ks}")
+        check = check_against_torch(graph, onnx_path, ks)
+        if "skipped" in check:
+            progress(f"{spec.kind} graph: not checked here: {check['skipped']}")
+        files = [file_entry(out_dir, p) for p in data_files(onnx_path)]
+
+    onnx_sha = files[0]["sha256"]
+    engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device,
+                             getattr(backend, "plugin_key", None))
+    old_engine = old["engine"] if old else None
+    if old_engine and old_engine["key"] == engine_key and files_intact(out_dir, old_engine["files"]):
+        engine_files = old_engine["files"]
+        if engine_files:
+            progress(f"{spec.kind} engine: up to date")
+    else:
+        built = backend.build(onnx_path, profiles, spec.precision, out_dir, engine_key)
+        if built:
+            progress(f"{spec.kind} engine: built {', '.join(p.name for p in built)}")
+        engine_files = [file_entry(out_dir, p) for p in built]
+
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    return {
+        "key": key,
+        "spec": spec.to_json(),
+        "files": files,
+        "check": check,
+        "engine": {"key": engine_key, "files": engine_files, "profiles": [p.bucket for p in profiles]},
+        "inputs": [_value_info(v) for v in proto.graph.input],
+        "outputs": [_value_info(v) for v in proto.graph.output],
+    }
+
+
+def _planner_model(request: BuildRequest, table: tuple[Bucket, ...], out_dir: Path, previous: dict[str, Any] | None,
+                   progress) -> dict[str, Any]:
+    """The planner as ONNX (planning/onnx_planner.py), for servers without the Python planner."""
+    import onnx
+
+    from ..planning.onnx_planner import PLANNER_OPSET, write_planner
+
+    spec = format_buckets(table)
+    key = json_sha256({
+        "resolution": list(request.resolution),
+        "token_size": request.token_size,
+        "planner": request.config.to_dict(),
+        "buckets": spec,
+        "onnx": onnx.__version__,
+        "opset": PLANNER_OPSET,
+        "hilo_export": __version__,
+        "code": _code_digest(["hilo_export.planning"]),
+    })
+    old = (previous or {}).get("planner_model")
+    path = out_dir / f"planner-{key[:16]}.onnx"
+    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+        progress(f"planner: up to date ({path.name})")
+        return old
+    write_planner(path, request.resolution, request.token_size, spec, request.config)
+    progress(f"planner: wrote {path.name}")
+    proto = onnx.load(str(path))
+    return {
+        "key": key,
+        "files": [file_entry(out_dir, path)],
+        "inputs": [_value_info(v) for v in proto.graph.input],
+        "outputs": [_value_info(v) for v in proto.graph.output],
+    }
+
+
+def _bucket_entry(bucket: Bucket, n_tokens: int, n_lowfreq: int, graphs: dict[str, Any]) -> dict[str, Any]:
+    kind = FULL if bucket.is_full else "hilo"
+    lowfreq = 0 if bucket.is_full else n_lowfreq
+    kept = bucket.kept(n_tokens, lowfreq)
+    graph = graphs[kind]
+
+    def resolved(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**v, "shape": [kept if d == K_AXIS else d for d in v["shape"]]} for v in values]
+
+    return {
+        "name": bucket.name,
+        "fraction": bucket.fraction,
+        "capacity": bucket.capacity(n_tokens, lowfreq),
+        "n_lowfreq": lowfreq,
+        "kept": kept,
+        "graph": kind,
+        "profile": bucket.profile(n_tokens, lowfreq),
+        "files": graph["files"] + graph["engine"]["files"],
+        "inputs": resolved(graph["inputs"]),
+        "outputs": resolved(graph["outputs"]),
+    }
+
+
+def _graph_key(loaded: LoadedModel, spec: GraphSpec) -> str:
+    import diffusers
+    import onnx
+    import onnxscript
+
+    content = {
+        "weights": loaded.weights_sha256,
+        "class": type(loaded.model).__name__,
+        "config": _plain(dict(loaded.model.config)),
+        "spec": spec.to_json(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "onnx": onnx.__version__,
+        "onnxscript": onnxscript.__version__,
+        "hilo_export": __version__,
+        "export_code": _export_code_digest(),
+        "opset": ONNX_OPSET,
+    }
+    return json_sha256(content)
+
+
+def _export_code_digest() -> str:
+    """sha256 of the code that shapes a graph, so a changed exporter never reuses an old file."""
+    return _code_digest(["hilo_export.model", "hilo_export.export.graph"])
+
+
+def _code_digest(modules: list[str]) -> str:
+    """sha256 of the source of ``modules`` (a package: every module in it), found by import name.
+
+    By name, not by file pattern, so that moving a file can never leave the key covering nothing.
+    """
+    digest = hashlib.sha256()
+    for name in modules:
+        module = importlib.import_module(name)
+        paths = sorted(Path(module.__file__).parent.rglob("*.py")) if hasattr(module, "__path__") else [Path(module.__file__)]
+        for path in paths:
+            digest.update(path.relative_to(Path(__file__).parents[1]).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _backend_entry(backend, device: str) -> dict[str, Any]:
+    entry = {"name": backend.name, "version": backend.version(), "device": device}
+    if getattr(backend, "plugins", ()):
+        entry["plugins"] = list(backend.plugins)  # engines embed these plugin kernels
+    return entry
+
+
+def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend: str, version: str, device: str,
+                plugins: str | None = None) -> str:
+    content = {
+        "onnx": onnx_sha,
+        "profiles": [[p.bucket, p.kept] for p in profiles],
+        "precision": precision,
+        "backend": [backend, version],
+        "device": device,
+    }
+    if plugins is not None:  # only then, so engines built without plugins keep their keys
+        content["plugins"] = plugins
+    return json_sha256(content)
+
+
+def _previous_manifest(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_manifest(out_dir)
+    except ManifestError:
+        return None  # nothing reusable: build everything
+
+
+def _remove_unreferenced(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Our files the manifest no longer names, and what interrupted builds left behind."""
+    keep = {entry["path"] for entry in all_files(manifest)}
+    for path in out_dir.iterdir():
+        if not _OWNED.match(path.name) or path.name in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def _value_info(value) -> dict[str, Any]:
+    import onnx
+
+    tensor = value.type.tensor_type
+    dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": dims}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy of a diffusers config (tuples to lists, private keys dropped)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tool_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "diffusers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt", "polygraphy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+

@@ -1,0 +1,152 @@
+"""Where models come from: built-in random-weight models, local folders, the local hub cache.
+
+Never downloads: a model id must already be in the local Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded; the message says what to do."""
+
+
+# Built-in models: diffusers configs with seeded random weights, for tests, demos and benchmarks.
+BUILTIN_CONFIGS = {
+    # small enough for CI: exercises every code path in seconds
+    "tiny-flux": dict(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    ),
+    # Flux.1 width (24 heads x 128), text and pooled sizes, but two blocks: speedup per step
+    # depends on width and sequence lengths, not on depth, so benchmark ratios stay honest
+    "flux-shaped": dict(
+        patch_size=1, in_channels=64, num_layers=0, num_single_layers=2, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    ),
+}
+# The trained reference model ships with the package (hilo_export/data/reference).
+REFERENCE = "reference"
+DEFAULT_MODEL = REFERENCE
+# Text tokens the engines are built for, per built-in model (Flux.1 uses 512 T5 tokens).
+BUILTIN_TEXT_LEN = {"tiny-flux": 8, "flux-shaped": 512, REFERENCE: 1}
+DEFAULT_TEXT_LEN = 512
+# Pixels per token side: Flux's is 16 (8 px per VAE latent pixel, 2 x 2 patches).
+BUILTIN_TOKEN_SIZE = {REFERENCE: 8}
+DEFAULT_TOKEN_SIZE = 16
+BUILTIN_NAMES = (REFERENCE, *BUILTIN_CONFIGS)
+
+
+@dataclass
+class LoadedModel:
+    name: str  # what the user passed, normalized: a built-in name, a folder path or a model id
+    source: str  # "builtin", "folder" or "cache"
+    model: torch.nn.Module
+    weights_sha256: str
+
+    @property
+    def slug(self) -> str:
+        """A folder name for this model's builds."""
+        return self.name.replace("/", "--") if self.source == "cache" else Path(self.name).name
+
+
+def load_model(name: str) -> LoadedModel:
+    if name == REFERENCE:
+        model = load_reference()
+        return LoadedModel(name, "builtin", model, weights_sha256(model))
+    if name in BUILTIN_CONFIGS:
+        model = _builtin(name)
+        return LoadedModel(name, "builtin", model, weights_sha256(model))
+    path = Path(name).expanduser()
+    if path.exists():
+        model = _from_folder(path)
+        return LoadedModel(str(path.resolve()), "folder", model, weights_sha256(model))
+    model = _from_cache(name)
+    return LoadedModel(name, "cache", model, weights_sha256(model))
+
+
+def reference_weights_dir() -> Path:
+    """The embedded reference model: a diffusers folder inside the package."""
+    return Path(str(resources.files("hilo_export") / "data" / "reference"))
+
+
+def load_reference(folder: Path | None = None) -> torch.nn.Module:
+    """The trained reference model, in float32 (its weights are stored in float16)."""
+    from diffusers import FluxTransformer2DModel
+
+    folder = folder or reference_weights_dir()
+    if not (folder / "config.json").exists():
+        raise ModelError(f"no reference weights in {folder}: train them with scripts/train_reference.py --out {folder}")
+    return FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
+
+
+def text_len_for(name: str) -> int:
+    return BUILTIN_TEXT_LEN.get(name, DEFAULT_TEXT_LEN)
+
+
+def token_size_for(name: str) -> int:
+    return BUILTIN_TOKEN_SIZE.get(name, DEFAULT_TOKEN_SIZE)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{key}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def _builtin(name: str) -> torch.nn.Module:
+    from diffusers import FluxTransformer2DModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return FluxTransformer2DModel(**BUILTIN_CONFIGS[name]).eval()
+
+
+def _transformer_class(config_path: Path):
+    import json
+
+    class_name = json.loads(config_path.read_text()).get("_class_name", "")
+    import diffusers
+
+    cls = getattr(diffusers, class_name, None)
+    if cls is None or not class_name.endswith("Transformer2DModel"):
+        raise ModelError(f"{config_path} describes {class_name or 'no model class'}, not a diffusers DiT transformer")
+    return cls
+
+
+def _from_folder(path: Path) -> torch.nn.Module:
+    folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path
+    config = folder / "config.json"
+    if not config.exists():
+        raise ModelError(f"{path} holds no diffusers model: expected config.json in it or in its transformer/ subfolder")
+    try:
+        return _transformer_class(config).from_pretrained(folder).eval()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+
+
+def _from_cache(model_id: str) -> torch.nn.Module:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model_id, local_files_only=True, allow_patterns=["transformer/*", "*.json"]))
+    except Exception:  # noqa: BLE001 - any lookup failure means: not available offline
+        known = ", ".join(BUILTIN_NAMES)
+        raise ModelError(
+            f"model {model_id!r} is not a built-in ({known}), a local folder, or in the local Hugging Face cache; "
+            f"download it first (huggingface-cli download {model_id}) or pass its folder"
+        ) from None
+    return _from_folder(folder)

@@ -1,0 +1,32 @@
+"""Token planning: which tokens of an image the DiT sees for one edit.
+
+Owns the planner (input checks and mask pooling, frequency score, selection), buckets,
+calibration, the planner as ONNX and the selection picture. Pure torch and numpy: never
+imports diffusers, onnx at import time, a backend, or another hilo_export subpackage (they
+all import this one).
+"""
+
+from .buckets import FULL, K_AXIS, Bucket, BucketError, format_buckets, parse_buckets
+from .calibration import Calibration, calibrate, read_masks
+from .inputs import PlanError
+from .onnx_planner import planner_model, write_planner
+from .picture import selection_picture
+from .plan import (
+    DROPPED,
+    FILL,
+    HIGH_FREQ,
+    MASK,
+    LowFreqLayout,
+    PlannerConfig,
+    TokenPlan,
+    mandatory_tokens,
+    mask_from_file,
+    plan_batch,
+    plan_tokens,
+)
+
+__all__ = [
+    "DROPPED", "FILL", "FULL", "HIGH_FREQ", "K_AXIS", "MASK", "Bucket", "BucketError", "Calibration", "LowFreqLayout",
+    "PlanError", "PlannerConfig", "TokenPlan", "calibrate", "format_buckets", "mandatory_tokens", "mask_from_file",
+    "parse_buckets", "plan_batch", "plan_tokens", "planner_model", "read_masks", "selection_picture", "write_planner",
+]

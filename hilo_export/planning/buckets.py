@@ -1,0 +1,97 @@
+"""Token-budget buckets: named capacities that engines are built for.
+
+A bucket is a fraction of the full token grid. At a given grid its capacity is the exact
+sequence length the DiT sees (kept full-resolution tokens plus low-frequency tokens), so
+every request planned into a bucket runs at one static shape. ``full`` always exists: it
+keeps every token and adds no low-frequency tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+FULL = "full"
+# The engines' one dynamic axis: the kept full-resolution tokens of a bucket (ONNX dim_param).
+K_AXIS = "k_kept"
+
+# Defaults, chosen by `hilo-export bench --sweep` (README "Choosing the planner's defaults"):
+# the fastest table whose HiLo edits stay >= 30 dB from dense in every mask category.
+DEFAULT_FRACTIONS = {"s": 0.20, "m": 0.45, "l": 0.75}
+
+# Sequence lengths in multiples of 8 keep matrix kernels on their fast paths.
+CAPACITY_ALIGN = 8
+
+
+class BucketError(ValueError):
+    """A bucket specification a user wrote is not valid."""
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    fraction: float
+
+    @property
+    def is_full(self) -> bool:
+        return self.name == FULL
+
+    def capacity(self, n_tokens: int, n_lowfreq: int) -> int:
+        """Sequence length of this bucket on a grid of ``n_tokens`` tokens."""
+        if self.is_full:
+            return n_tokens
+        aligned = math.ceil(self.fraction * n_tokens / CAPACITY_ALIGN) * CAPACITY_ALIGN
+        return min(n_tokens, max(n_lowfreq, aligned))
+
+    def kept(self, n_tokens: int, n_lowfreq: int) -> int:
+        """Full-resolution tokens of this bucket: the engines' ``k_kept`` axis."""
+        return n_tokens if self.is_full else self.capacity(n_tokens, n_lowfreq) - n_lowfreq
+
+    def profile(self, n_tokens: int, n_lowfreq: int) -> dict[str, int]:
+        """TensorRT min/opt/max of ``k_kept``: every request of a bucket runs at exactly its size."""
+        k = self.kept(n_tokens, n_lowfreq)
+        return {"min": k, "opt": k, "max": k}
+
+
+FULL_BUCKET = Bucket(FULL, 1.0)
+
+
+def format_buckets(buckets: Iterable[Bucket]) -> str:
+    """The ``--buckets`` spelling of a table (full left out: it is always there)."""
+    return ",".join(f"{b.name}={b.fraction!r}" for b in buckets if not b.is_full)  # repr: exact round trip
+
+
+def parse_buckets(spec: str | Iterable[str] | None) -> tuple[Bucket, ...]:
+    """Parse ``"s,m,l"`` or ``"s=0.2,m=0.4"`` into buckets sorted by size, ``full`` last."""
+    if spec is None:
+        spec = ",".join(DEFAULT_FRACTIONS)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    buckets: dict[str, Bucket] = {}
+    for raw in items:
+        item = raw.strip()
+        if not item or item == FULL:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if name == FULL:
+            raise BucketError(f"bucket {item!r}: full always keeps every token; leave it out or give another name a fraction")
+        if sep:
+            try:
+                fraction = float(value)
+            except ValueError:
+                raise BucketError(f"bucket {item!r}: {value!r} is not a number; write NAME=FRACTION, e.g. s=0.25") from None
+        elif name in DEFAULT_FRACTIONS:
+            fraction = DEFAULT_FRACTIONS[name]
+        else:
+            known = ", ".join(DEFAULT_FRACTIONS)
+            raise BucketError(f"unknown bucket {name!r}: use one of {known}, or give a size as NAME=FRACTION (e.g. {name}=0.3)")
+        if not name.isidentifier():
+            raise BucketError(f"bucket name {name!r} must be a plain identifier such as s, m or xl")
+        if not 0.0 < fraction < 1.0:
+            raise BucketError(f"bucket {name!r}: fraction {fraction} must lie strictly between 0 and 1 of the token grid")
+        if name in buckets:
+            raise BucketError(f"bucket {name!r} is listed twice")
+        buckets[name] = Bucket(name, fraction)
+    ordered = sorted(buckets.values(), key=lambda b: b.fraction)
+    return (*ordered, FULL_BUCKET)

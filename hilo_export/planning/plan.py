@@ -1,0 +1,376 @@
+"""The HiLo token planner: which tokens of an image a DiT must see for one edit.
+
+Pure torch (no diffusers, ONNX or backend imports). For an image, an edit mask and a token
+size, the planner
+
+1. pools the mask to the token grid (a token is in the mask if any of its pixels is) and
+   dilates it by ``dilation`` tokens (square neighbourhood): these tokens are always kept;
+2. scores every token by image frequency: Sobel x/y (3x3, edge-replicated) on the BT.601
+   grayscale image in [0, 1], box-averaged to ``freq_samples`` samples per token side;
+   magnitude ``sqrt(gx^2 + gy^2)`` divided by ``4 * sqrt(2)``, the largest magnitude
+   possible, so every sample lies in [0, 1] and a score means the same on every image (a
+   flat image scores 0 everywhere); a token's score is the mean over its samples;
+3. regionalizes the score with a box filter of radius ``region_radius`` tokens, so that a
+   textured region scores high as a whole while isolated specks are damped; tokens whose
+   regional score reaches ``freq_threshold`` form the high-frequency region;
+4. adds one low-frequency token per ``f x f`` block of tokens (``f = lowfreq_factor``, the
+   image downsampling factor per side; edge blocks may be partial), positioned at the
+   block centre;
+5. picks the smallest bucket whose capacity holds the low-frequency and dilated-mask tokens,
+   then fills the rest of the capacity with the outside-mask tokens of highest regional
+   score (ties: lower index first), so the sequence length equals the capacity exactly.
+
+Kept outside-mask tokens inside the high-frequency region count as ``high_freq`` (at most
+``max_high_freq`` of the grid when set, highest score first); the other kept ones count as
+``fill``: capacity the bucket gives beyond what the frequency map asked for. Region tokens
+a bucket had no room for are reported as ``high_freq_dropped``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .buckets import Bucket, parse_buckets
+from .frequency import frequency_map, regional_mean
+from .inputs import (
+    PlanError,
+    as_image,
+    as_int,
+    as_mask,
+    dilate,
+    pool_mask,
+    positive_token_size,
+    token_grid,
+)
+
+# Token kinds in TokenPlan.kinds.
+DROPPED, MASK, HIGH_FREQ, FILL = 0, 1, 2, 3
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Planner settings (see the module docstring for what each step does).
+
+    dilation:       mask dilation radius, in tokens
+    lowfreq_factor: tokens per low-frequency block side; None: no low-frequency tokens
+    freq_threshold: regional score (0-1) from which a token is high-frequency
+    region_radius:  box-filter radius of the regionalization, in tokens
+    max_high_freq:  at most this fraction of the grid counts as high-frequency; None: no cap
+    freq_samples:   analysis samples per token side; None: every pixel
+    """
+
+    dilation: int = 1
+    lowfreq_factor: int | None = 16
+    freq_threshold: float = 0.06
+    region_radius: int = 1
+    max_high_freq: float | None = None
+    freq_samples: int | None = 8
+
+    def __post_init__(self) -> None:
+        for name in ("dilation", "lowfreq_factor", "region_radius", "freq_samples"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_int(value, name))
+        if self.dilation < 0:
+            raise PlanError(f"dilation must be >= 0 tokens, got {self.dilation}")
+        if self.lowfreq_factor is not None and self.lowfreq_factor < 1:
+            raise PlanError(f"lowfreq_factor must be >= 1 (or None for no low-frequency tokens), got {self.lowfreq_factor}")
+        if self.region_radius < 0:
+            raise PlanError(f"region_radius must be >= 0 tokens, got {self.region_radius}")
+        if not 0.0 <= self.freq_threshold <= 1.0:
+            raise PlanError(f"freq_threshold must lie in [0, 1] (scores are normalized), got {self.freq_threshold}")
+        if self.max_high_freq is not None and not 0.0 <= self.max_high_freq <= 1.0:
+            raise PlanError(f"max_high_freq must be a fraction of the grid in [0, 1] or None, got {self.max_high_freq}")
+        if self.freq_samples is not None and self.freq_samples < 1:
+            raise PlanError(f"freq_samples must be >= 1 (or None for every pixel), got {self.freq_samples}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PlannerConfig":
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise PlanError(f"unknown planner settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LowFreqLayout:
+    """Blocks of ``factor x factor`` tokens, each summarized by one low-frequency token."""
+
+    factor: int
+    grid: tuple[int, int]
+
+    @property
+    def blocks(self) -> tuple[int, int]:
+        h, w = self.grid
+        return -(-h // self.factor), -(-w // self.factor)
+
+    @property
+    def count(self) -> int:
+        bh, bw = self.blocks
+        return bh * bw
+
+    def block_of_token(self) -> torch.Tensor:
+        """int64 [h * w]: the block (row-major) each token belongs to."""
+        h, w = self.grid
+        rows = torch.arange(h) // self.factor
+        cols = torch.arange(w) // self.factor
+        return (rows[:, None] * self.blocks[1] + cols[None, :]).reshape(-1)
+
+    def centres(self) -> torch.Tensor:
+        """float32 [count, 2]: (row, col) of each block's centre in token units."""
+        h, w = self.grid
+
+        def axis(n: int) -> torch.Tensor:
+            start = torch.arange(0, n, self.factor)
+            stop = torch.clamp(start + self.factor, max=n)
+            return (start + stop - 1).float() / 2
+
+        rows, cols = axis(h), axis(w)
+        return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+
+    def pooling_matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[count, h * w]: row b averages the tokens of block b."""
+        one_hot = F.one_hot(self.block_of_token(), self.count).T.to(dtype)
+        return one_hot / one_hot.sum(dim=1, keepdim=True)
+
+
+@dataclass(frozen=True, eq=False)
+class TokenPlan:
+    """Which tokens one request sends through the DiT, and in which order.
+
+    The DiT sequence is ``[low-frequency tokens ; keep_indices tokens]``; ``positions`` gives
+    (row, col) in token units for every one of them, in that order. ``kinds`` (uint8 [h, w])
+    says what each token is (DROPPED, MASK, HIGH_FREQ, FILL) and ``scores`` (float32 [h, w])
+    is the regional frequency score the selection ranked by.
+    """
+
+    bucket: str
+    capacity: int
+    grid: tuple[int, int]
+    token_size: int
+    keep_indices: torch.Tensor
+    positions: torch.Tensor
+    lowfreq: LowFreqLayout | None
+    kinds: torch.Tensor
+    scores: torch.Tensor
+    counts: dict[str, int]
+    mask_ratio: float
+    high_freq_dropped: int
+    config: PlannerConfig = field(repr=False)
+
+    @property
+    def n_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def n_lowfreq(self) -> int:
+        return 0 if self.lowfreq is None else self.lowfreq.count
+
+    @property
+    def kept_ratio(self) -> float:
+        return self.capacity / self.n_tokens
+
+    def same_selection(self, other: "TokenPlan") -> bool:
+        """Whether two plans send the same tokens at the same positions (one DiT call may serve both)."""
+        return (
+            self.grid == other.grid
+            and self.lowfreq == other.lowfreq
+            and torch.equal(self.keep_indices, other.keep_indices)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "capacity": self.capacity,
+            "grid": list(self.grid),
+            "token_size": self.token_size,
+            "mask_ratio": self.mask_ratio,
+            "kept_ratio": self.kept_ratio,
+            "tokens": {"total": self.capacity, **self.counts},
+            "high_freq_dropped": self.high_freq_dropped,
+            "lowfreq": None
+            if self.lowfreq is None
+            else {"factor": self.lowfreq.factor, "blocks": list(self.lowfreq.blocks)},
+            "config": self.config.to_dict(),
+            "keep_indices": self.keep_indices.tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class _Analysis:
+    """What the planner knows about one image + mask before a bucket is chosen."""
+
+    mask_tokens: torch.Tensor  # bool [h, w], dilated
+    score: torch.Tensor  # float32 [h, w], regional frequency score
+    mask_ratio: float
+
+
+def plan_tokens(
+    image: Any,
+    mask: Any,
+    token_size: int = 16,
+    buckets: str | Sequence[str] | None = "s,m,l",
+    config: PlannerConfig | None = None,
+) -> TokenPlan:
+    """Plan one request: ``image`` H x W x 3 (uint8, or float in [0, 1]), ``mask`` H x W."""
+    return plan_batch([image], [mask], token_size, buckets, config)[0]
+
+
+def plan_batch(
+    images: Sequence[Any],
+    masks: Sequence[Any],
+    token_size: int = 16,
+    buckets: str | Sequence[str] | None = "s,m,l",
+    config: PlannerConfig | None = None,
+) -> list[TokenPlan]:
+    """Plan several requests into one bucket (the largest any of them needs).
+
+    Accepts sequences of images and masks, or one batched array each (B x H x W x 3, B x H x W).
+    """
+    config = config or PlannerConfig()
+    table = parse_buckets(buckets)
+    token_size = positive_token_size(token_size)
+    if len(images) != len(masks):
+        raise PlanError(f"got {len(images)} images but {len(masks)} masks; pass one mask per image")
+    if len(images) == 0:
+        raise PlanError("nothing to plan: pass at least one image and mask")
+    analyses = [_analyze(image, mask, token_size, config) for image, mask in zip(images, masks)]
+    grids = {tuple(a.mask_tokens.shape) for a in analyses}
+    if len(grids) != 1:
+        raise PlanError(f"images of one batch must share a size; got token grids {sorted(grids)}")
+    (grid,) = grids
+    layout = _lowfreq_layout(grid, config)
+    n_lowfreq = layout.count if layout else 0
+    n_tokens = grid[0] * grid[1]
+    needed = max(int(a.mask_tokens.sum()) for a in analyses)
+    bucket = _choose_bucket(table, needed, n_tokens, n_lowfreq)
+    return [_select(a, bucket, layout, token_size, config) for a in analyses]
+
+
+def mask_from_file(pixels: Any) -> np.ndarray:
+    """A grayscale mask image as the planner reads it: 0/255 as usual, but files saved as 0/1
+    (common, and not fixable from a command line) as binary."""
+    pixels = np.asarray(pixels)
+    return pixels.astype(bool) if pixels.size and pixels.max() == 1 else pixels
+
+
+def mandatory_tokens(mask: Any, token_size: int = 16, config: PlannerConfig | None = None) -> tuple[int, int, int]:
+    """What a mask forces a plan to hold: (dilated-mask + low-frequency tokens, grid tokens, low-frequency tokens)."""
+    config = config or PlannerConfig()
+    token_size = positive_token_size(token_size)
+    mask_t = as_mask(mask)
+    grid = token_grid(*mask_t.shape, token_size)
+    mask_tokens = dilate(pool_mask(mask_t, token_size)[0], config.dilation)
+    layout = _lowfreq_layout(grid, config)
+    n_lowfreq = layout.count if layout else 0
+    return int(mask_tokens.sum()) + n_lowfreq, grid[0] * grid[1], n_lowfreq
+
+
+def _choose_bucket(table: Sequence[Bucket], n_mask: int, n_tokens: int, n_lowfreq: int) -> Bucket:
+    for bucket in table:
+        if bucket.is_full or bucket.capacity(n_tokens, n_lowfreq) >= n_lowfreq + n_mask:
+            return bucket
+    raise AssertionError("bucket table has no full bucket")  # parse_buckets always appends it
+
+
+def _lowfreq_layout(grid: tuple[int, int], config: PlannerConfig) -> LowFreqLayout | None:
+    return None if config.lowfreq_factor is None else LowFreqLayout(config.lowfreq_factor, grid)
+
+
+def _select(
+    analysis: _Analysis,
+    bucket: Bucket,
+    layout: LowFreqLayout | None,
+    token_size: int,
+    config: PlannerConfig,
+) -> TokenPlan:
+    h, w = analysis.mask_tokens.shape
+    n_tokens = h * w
+    mask_flat = analysis.mask_tokens.reshape(-1)
+    score_flat = analysis.score.reshape(-1)
+    region = (score_flat >= config.freq_threshold) & ~mask_flat
+
+    if bucket.is_full:
+        layout = None
+        keep = torch.arange(n_tokens)
+        capacity = n_tokens
+    else:
+        capacity = bucket.capacity(n_tokens, layout.count if layout else 0)
+        n_full_res = capacity - (layout.count if layout else 0)
+        # Mask tokens rank above every score (scores are in [0, 1]); a stable descending
+        # sort breaks ties by index, which keeps plans deterministic.
+        key = torch.where(mask_flat, torch.tensor(2.0), score_flat)
+        order = torch.sort(key, descending=True, stable=True).indices
+        keep = torch.sort(order[:n_full_res]).values
+
+    kept = torch.zeros(n_tokens, dtype=torch.bool)
+    kept[keep] = True
+    high_freq = _cap_high_freq(region & kept, score_flat, config.max_high_freq, n_tokens)
+    kinds = torch.full((n_tokens,), DROPPED, dtype=torch.uint8)
+    kinds[kept] = FILL
+    kinds[high_freq] = HIGH_FREQ
+    kinds[mask_flat] = MASK
+
+    positions = torch.stack([keep // w, keep % w], dim=1).float()
+    if layout is not None:
+        positions = torch.cat([layout.centres(), positions])
+    counts = {
+        "mask": int(mask_flat.sum()),
+        "high_freq": int(high_freq.sum()),
+        "fill": int((kinds == FILL).sum()),
+        "low_freq": layout.count if layout else 0,
+    }
+    return TokenPlan(
+        bucket=bucket.name,
+        capacity=capacity,
+        grid=(h, w),
+        token_size=token_size,
+        keep_indices=keep,
+        positions=positions,
+        lowfreq=layout,
+        kinds=kinds.reshape(h, w),
+        scores=analysis.score,
+        counts=counts,
+        mask_ratio=analysis.mask_ratio,
+        high_freq_dropped=int((region & ~kept).sum()),
+        config=config,
+    )
+
+
+def _cap_high_freq(candidates: torch.Tensor, score: torch.Tensor, cap: float | None, n_tokens: int) -> torch.Tensor:
+    if cap is None:
+        return candidates
+    limit = int(cap * n_tokens)
+    if int(candidates.sum()) <= limit:
+        return candidates
+    key = torch.where(candidates, score, torch.tensor(-1.0))
+    top = torch.sort(key, descending=True, stable=True).indices[:limit]
+    capped = torch.zeros_like(candidates)
+    capped[top] = True
+    return capped
+
+
+def _analyze(image: Any, mask: Any, token_size: int, config: PlannerConfig) -> _Analysis:
+    image_t = as_image(image)
+    mask_t = as_mask(mask)
+    height, width = image_t.shape[:2]
+    if tuple(mask_t.shape) != (height, width):
+        raise PlanError(
+            f"mask is {mask_t.shape[1]}x{mask_t.shape[0]} (WxH) but the image is {width}x{height}; "
+            "resize the mask to the image size"
+        )
+    grid = token_grid(height, width, token_size)
+
+    mask_tokens, mask_pixels = pool_mask(mask_t, token_size)
+    mask_tokens = dilate(mask_tokens, config.dilation)
+
+    score = regional_mean(frequency_map(image_t, token_size, config.freq_samples), config.region_radius)
+    assert mask_tokens.shape == score.shape == grid
+    return _Analysis(mask_tokens, score, mask_pixels / mask_t.numel())

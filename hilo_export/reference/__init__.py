@@ -1,0 +1,16 @@
+"""The embedded reference editing model: its pixel-token "latent", conditioning and
+velocity (``model``), its inpainting pipeline (``pipeline``); the training recipe is
+``scripts/train_reference.py``. Its weights are a diffusers folder that ``model.loading``
+finds, so nothing below this package needs it.
+
+Imports ``planning`` and ``model``.
+"""
+
+from .pipeline import (
+    EditInputError,
+    EditResult,
+    ReferenceInpaintPipeline,
+    check_edit_inputs,
+)
+
+__all__ = ["EditInputError", "EditResult", "ReferenceInpaintPipeline", "check_edit_inputs"]

@@ -1,0 +1,100 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from hilo_export.evaluation import BenchSettings, run_bench
+from hilo_export.evaluation.flops import StepFlops
+from hilo_export.evaluation.metrics import border_ring, psnr, ssim
+from hilo_export.model import BUILTIN_CONFIGS
+
+REQUIRED = ("name", "mask_ratio_mean", "token_ratio_mean", "speedup", "ideal_speedup", "psnr_mask_hilo_vs_dense",
+            "psnr_mask_hilo_vs_truth", "psnr_mask_dense_vs_truth", "ssim_mask_hilo_vs_dense")
+
+
+def test_flops_fit_is_exact_and_grows_with_tokens():
+    flops = StepFlops.count(BUILTIN_CONFIGS["tiny-flux"], text_len=8)
+    assert flops.check(700) < 1e-9
+    assert 0 < flops(64) < flops(128) < flops(256)
+    assert flops(256) / flops(64) > 256 / 64  # attention makes it superlinear
+
+
+def test_metrics():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    b = a.copy()
+    b[0, 0, 0] ^= 16
+    region = np.zeros((32, 32), bool)
+    region[:4, :4] = True
+    assert psnr(a, a) == math.inf and ssim(a, a) == pytest.approx(1.0)
+    assert psnr(a, b, region) < psnr(a, b)  # the one changed pixel weighs more in a small region
+    assert psnr(a, b, ~region) == math.inf
+    assert ssim(a, 255 - a) < 0.1
+    with pytest.raises(ValueError, match="empty region"):
+        psnr(a, b, np.zeros((32, 32), bool))
+    ring = border_ring(np.pad(np.ones((10, 10), np.uint8), 11), 3)
+    assert ring.sum() == 100 - 16 and not ring[16, 16]
+
+
+def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, reference_built):
+    out = tmp_path / "report"
+    messages = []
+    report = run_bench(BenchSettings.quick(out, engines_root=engines_root), progress=messages.append)
+    assert sum("up to date" in m for m in messages) >= 4  # the session's builds were reused, not rebuilt
+    saved = json.loads((out / "report.json").read_text())
+    assert [c["name"] for c in saved["categories"]] == ["small", "medium", "large"]
+    for c in saved["categories"]:
+        for key in REQUIRED:
+            assert key in c, key
+        assert c["speedup"] > 0 and c["ideal_speedup"] >= 1 and c["flux1_dev_ideal_speedup"] >= 1
+        assert sum(c["bucket_mix"].values()) == pytest.approx(1.0)
+        assert c["fidelity"]["outside_mask_max_abs_diff"] == 0
+        assert c["psnr_mask_dense_vs_truth"] is not None and c["psnr_mask_noise_floor"] is not None
+    assert saved["categories"][0]["mask_ratio_mean"] < saved["categories"][2]["mask_ratio_mean"]
+    assert report["targets"] and all(isinstance(t["met"], bool) for t in report["targets"])
+    md = (out / "report.md").read_text()
+    assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md
+    assert (out / "speedup.png").stat().st_size > 0 and (out / "fidelity.png").stat().st_size > 0
+
+
+def test_sweep_draws_speed_against_fidelity(tmp_path):
+    from hilo_export.evaluation.sweep import run_sweep, variants
+
+    sweep = run_sweep(BenchSettings.quick(tmp_path, per_category=2), progress=lambda _: None)
+    assert [v["label"] for v in sweep["variants"]] == [v.label for v in variants()]
+    by_label = {v["label"]: v["categories"] for v in sweep["variants"]}
+    for label, cats in by_label.items():
+        assert set(cats) == {"small", "medium", "large"}
+        assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
+    # without dilation a mask needs fewer tokens: the same table never puts it in a larger bucket
+    for category in ("small", "medium", "large"):
+        assert by_label["dilation 0"][category]["token_ratio_mean"] <= by_label["defaults"][category]["token_ratio_mean"]
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_category_speed_weights_bucket_times_by_the_mix():
+    from hilo_export.evaluation.bench import BucketTiming, category_speed
+
+    timings = {"s": BucketTiming("s", 100, 1.0, 10.0), "m": BucketTiming("m", 200, 2.0, 30.0),
+               "full": BucketTiming("full", 400, 4.0, 80.0)}
+    speed = category_speed({"s": 0.5, "m": 0.5}, timings, dev=lambda n: n * n, steps=8, planner_s=0.01)
+    assert speed["step_s_hilo"] == pytest.approx(1.5)
+    assert speed["speedup"] == pytest.approx(4.0 / 1.5)
+    assert speed["ideal_speedup"] == pytest.approx(80.0 / 20.0)
+    assert speed["achieved_over_ideal"] == pytest.approx((4.0 / 1.5) / 4.0)
+    assert speed["flux1_dev_ideal_speedup"] == pytest.approx(400**2 / (0.5 * 100**2 + 0.5 * 200**2))
+    assert speed["edit_s_hilo_composed"] == pytest.approx(0.01 + 8 * 1.5)
+    assert speed["edit_s_dense_composed"] == pytest.approx(32.0)
+
+
+def test_bench_command_refuses_bad_settings(tmp_path):
+    from click.testing import CliRunner
+
+    from hilo_export.cli import main
+
+    for args, message in ((["--repeats", "0"], "repeats must be at least 1"),
+                          (["--skip-latency", "--skip-fidelity"], "nothing to measure")):
+        result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(tmp_path / "r"), *args])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()

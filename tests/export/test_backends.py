@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from hilo_export.export.backends import BackendError, Profile, get_backend, trt
+
+SHAPES = {"hidden_states": [1, 240, 16], "keep_indices": [1, "k_kept"], "img_ids": [240, 3]}
+
+
+def test_profile_shapes_fix_the_kept_axis():
+    shapes = trt.profile_shapes(SHAPES, 71)
+    assert shapes["keep_indices"] == ((1, 71), (1, 71), (1, 71))
+    assert shapes["hidden_states"] == ((1, 240, 16),) * 3
+    with pytest.raises(BackendError, match="dynamic axis other than k_kept"):
+        trt.profile_shapes({"x": [1, "batch"]}, 3)
+
+
+def test_build_settings_have_one_profile_per_bucket():
+    settings = trt.build_settings(SHAPES, [Profile("s", 71), Profile("m", 143)], "fp16")
+    assert settings["strongly_typed"] and settings["precision"] == "fp16"
+    assert [p["bucket"] for p in settings["profiles"]] == ["s", "m"]
+    assert settings["profiles"][1]["shapes"]["keep_indices"] == [[1, 143]] * 3
+    with pytest.raises(BackendError, match="unknown precision"):
+        trt.build_settings(SHAPES, [], "int4")
+
+
+def test_trt_backend_says_what_is_missing():
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendError, match="TensorRT is not installed"):
+            get_backend("trt")
+    else:
+        pytest.skip("TensorRT is installed here: the missing-TensorRT message cannot be shown")
+
+
+def test_unknown_backend():
+    with pytest.raises(BackendError, match="use ort"):
+        get_backend("tvm")
+
+
+def test_ort_runner_shares_one_session_or_fixes_k(built):
+    from hilo_export.export import read_manifest
+    from hilo_export.export.backends.ort import OrtBackend
+
+    manifest = read_manifest(built)
+    path = built / manifest["graphs"]["hilo"]["files"][0]["path"]
+    profiles = [Profile(b["name"], b["kept"]) for b in manifest["buckets"] if b["graph"] == "hilo"]
+    shared = OrtBackend(fix_k=False).load(path, [], profiles)
+    fixed = OrtBackend(fix_k=True).load(path, [], profiles)
+    bucket = manifest["buckets"][1]
+    feeds = {
+        v["name"]: (np.arange(bucket["kept"])[None] if v["name"] == "keep_indices" else np.ones(v["shape"], v["dtype"]))
+        for v in bucket["inputs"]
+    }
+    a, b = shared.run("m", feeds), fixed.run("m", feeds)
+    assert np.allclose(a["output"], b["output"], atol=1e-5)
+    assert len(shared._sessions) == 1 and len(fixed._sessions) == 2  # first profile at load, then m

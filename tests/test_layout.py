@@ -1,0 +1,88 @@
+"""The package layout: stages import one way, and planning stays free of heavy dependencies."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import hilo_export
+
+PACKAGE = Path(hilo_export.__file__).parent
+# A module may import its own stage and the stages before it; evaluation and serving are peers.
+STAGE = {"files": 0, "examples": 0, "planning": 1, "model": 2, "export": 3, "runtime": 4, "reference": 5,
+         "evaluation": 6, "serving": 6, "cli": 7}
+
+
+def _stage_of(parts: tuple[str, ...]) -> str | None:
+    return parts[0] if parts and parts[0] in STAGE else None
+
+
+def _imported_modules(path: Path, package: Path) -> list[tuple[int, tuple[str, ...]]]:
+    """Every hilo_export module ``path`` imports (function-level imports included), as parts below the package."""
+    here = path.relative_to(package).with_suffix("").parts
+    current = here[:-1]  # the package a relative import starts from (an __init__ sits in its own package)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = current[: len(current) - (node.level - 1)]
+                target = (*base, *node.module.split(".")) if node.module else base
+                names = [target] if node.module else [(*target, a.name) for a in node.names]
+            elif (node.module or "").startswith("hilo_export"):
+                names = [tuple(node.module.split(".")[1:])]
+            else:
+                continue
+            found += [(node.lineno, n) for n in names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, tuple(a.name.split(".")[1:])) for a in node.names if a.name.startswith("hilo_export.")]
+    return found
+
+
+def wrong_way_imports(package: Path) -> list[str]:
+    """Every import in ``package`` that reaches a later stage (or a peer that is not its own stage)."""
+    wrong = []
+    for path in package.rglob("*.py"):
+        own = _stage_of(path.relative_to(package).with_suffix("").parts)  # None: the root __init__
+        for line, target in _imported_modules(path, package):
+            other = _stage_of(target)
+            if own is not None and other is not None and other != own and STAGE[other] >= STAGE[own]:
+                wrong.append(f"{path.relative_to(package)}:{line} imports {'.'.join(target)}")
+    return wrong
+
+
+def test_every_stage_imports_only_earlier_stages():
+    assert len(list(PACKAGE.rglob("*.py"))) > 30
+    wrong = wrong_way_imports(PACKAGE)
+    assert not wrong, "imports against the stage order:\n" + "\n".join(wrong)
+
+
+def test_a_wrong_way_import_is_seen(tmp_path):
+    # the check must be able to fail: planning importing export, relatively and absolutely, even inside a function
+    (tmp_path / "planning").mkdir()
+    (tmp_path / "planning" / "a.py").write_text("from ..export import builder\n")
+    (tmp_path / "planning" / "b.py").write_text("def f():\n    import hilo_export.runtime.runtime\n")
+    (tmp_path / "runtime").mkdir()
+    (tmp_path / "runtime" / "c.py").write_text("from ..planning import plan\nfrom . import pipeline\n")
+    assert sorted(wrong_way_imports(tmp_path)) == ["planning/a.py:1 imports export", "planning/b.py:2 imports runtime.runtime"]
+
+
+def test_planning_loads_no_heavy_dependency():
+    code = ("import sys, hilo_export.planning; "
+            "print(sorted(m for m in ('diffusers', 'onnx', 'onnxruntime', 'tensorrt', 'polygraphy', 'transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_public_api_is_at_the_package_root():
+    from hilo_export import (  # noqa: F401
+        HiLoRuntime,
+        HiLoTransformer,
+        PlannerConfig,
+        TokenPlan,
+        apply,
+        plan_batch,
+        plan_tokens,
+    )
+
+    assert callable(apply) and HiLoRuntime.__module__ == "hilo_export.runtime.runtime"
