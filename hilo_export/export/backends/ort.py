@@ -23,7 +23,8 @@ class OrtBackend:
     name = "ort"
     portable = True  # an ONNX file runs on any ORT version and device
 
-    def __init__(self, fix_k: bool = False, threads: int | None = None):
+    def __init__(self, fix_k: bool = False, threads: int | None = None, arena: bool = False):
+        """``arena``: ONNX Runtime's CPU arena and memory patterns, off by default (see ``session``)."""
         try:
             import onnxruntime
         except ImportError as err:
@@ -31,6 +32,7 @@ class OrtBackend:
         self._ort = onnxruntime
         self.fix_k = fix_k
         self.threads = threads
+        self.arena = arena
 
     def version(self) -> str:
         return self._ort.__version__
@@ -66,8 +68,8 @@ class OrtBackend:
         # Serving changes the token axis per bucket. ORT's CPU arena keeps the peak of every shape it
         # has seen, and memory patterns cache one plan (and block) per shape: memory grew from 9 GB
         # to 21-23 GB on flux-shaped. Without them activations are freed after each run.
-        options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
+        options.enable_cpu_mem_arena = self.arena
+        options.enable_mem_pattern = self.arena
         source = model if isinstance(model, bytes) else str(model)
         return self._ort.InferenceSession(source, options, providers=self.providers())
 
