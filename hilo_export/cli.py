@@ -9,11 +9,10 @@ import click
 import numpy as np
 
 from .examples import example_image_path, example_mask_path
-from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL, token_size_for
+from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
 from .planning.buckets import BucketError
+from .planning.inputs import DEFAULT_TOKEN_SIZE
 from .planning.plan import PlanError, PlannerConfig, mask_from_file
-
-REFERENCE_TOKEN = token_size_for(DEFAULT_MODEL)
 
 
 @click.group()
@@ -27,8 +26,8 @@ def main() -> None:
               default=example_image_path, show_default="the bundled example", help="Image to edit (any format Pillow reads).")
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=example_mask_path, show_default="the bundled example", help="Edit mask, same size: white = edit.")
-@click.option("--token-size", default=REFERENCE_TOKEN, show_default=True,
-              help="Pixels per DiT token side (the reference model's; 16 for Flux).")
+@click.option("--token-size", default=DEFAULT_TOKEN_SIZE, show_default=True, type=click.IntRange(min=1),
+              help="Pixels per DiT token side (Flux's, as plan_tokens; 8 for the reference model, or use --engines).")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets: names (s,m,l) or NAME=FRACTION; full is always added.")
 @click.option("--dilation", default=PlannerConfig.dilation, show_default=True, help="Mask dilation, in tokens.")
 @click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor, show_default=True,
@@ -42,26 +41,22 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
 def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, engines, out, as_json) -> None:
     """Plan which tokens the DiT sees for one image and mask."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from .files import atomic_path
     from .planning.plan import plan_tokens
 
-    try:
-        image = Image.open(image_path).convert("RGB")
-        mask = mask_from_file(Image.open(mask_path).convert("L"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise click.ClickException(f"cannot read image or mask: {err}") from None
+    image, mask = _read_files(image_path, mask_path)
     from .export.backends import BackendError
     from .export.manifest import ManifestError
     from .runtime.runtime import HiLoRuntime, RuntimeInputError
 
     try:
         if engines is not None:
-            result = HiLoRuntime.load(engines, verify=False).plan(np.asarray(image), mask)
+            result = HiLoRuntime.load(engines, verify=False).plan(image, mask)
         else:
             config = PlannerConfig(dilation=dilation, lowfreq_factor=lowfreq_factor or None, freq_threshold=freq_threshold)
-            result = plan_tokens(np.asarray(image), mask, token_size=token_size, buckets=buckets, config=config)
+            result = plan_tokens(image, mask, token_size=token_size, buckets=buckets, config=config)
     except (PlanError, BucketError, ManifestError, RuntimeInputError, BackendError) as err:
         raise click.ClickException(str(err)) from None
 
@@ -70,7 +65,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
 
         try:
             with atomic_path(out) as tmp:
-                selection_picture(image, result).save(tmp, format="PNG")
+                selection_picture(Image.fromarray(image), result).save(tmp, format="PNG")
         except OSError as err:
             raise click.ClickException(f"cannot write {out}: {err}") from None
     if as_json:
@@ -98,7 +93,7 @@ def _echo(message: str) -> None:
 @click.option("--resolution", default="1024x1024", show_default=True, help="Image size the engines serve, WIDTHxHEIGHT.")
 @click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: engines/<model>].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: engines/<model>-<W>x<H>, where edit and bench look too].")
 @click.option("--token-size", type=int, help="Pixels per DiT token side [default: the model's; 16 for Flux].")
 @click.option("--batch", default=1, show_default=True, help="Batch size the engines are built for.")
 @click.option("--text-len", type=int, help="Text tokens the engines take [default: the model's; 512 for Flux].")
@@ -185,7 +180,8 @@ def inspect(folder, as_json) -> None:
 @main.command()
 @click.option("--masks", "mask_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of mask images (white = edit).")
-@click.option("--token-size", default=REFERENCE_TOKEN, show_default=True, help="Pixels per DiT token side.")
+@click.option("--token-size", default=DEFAULT_TOKEN_SIZE, show_default=True, type=click.IntRange(min=1),
+              help="Pixels per DiT token side (Flux's, as plan_tokens; 8 for the reference model).")
 @click.option("--shares", default="0.5,0.3,0.2", show_default=True, help="Share of the masks to land in s, m, l.")
 def calibrate(mask_dir, token_size, shares) -> None:
     """Derive bucket capacities from a folder of masks and print the table."""
@@ -209,14 +205,18 @@ def calibrate(mask_dir, token_size, shares) -> None:
     click.echo(f"use: --buckets {format_buckets(result.buckets)}")
 
 
-def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+def _read_files(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB image and the mask as the planner reads files (any bit depth, scaled to 8 bits)."""
+    from .images import ImageReadError, read_gray, read_rgb
 
     try:
-        image = np.asarray(Image.open(image_path).convert("RGB"))
-        mask = mask_from_file(np.asarray(Image.open(mask_path).convert("L")))
-    except (UnidentifiedImageError, OSError) as err:
-        raise click.ClickException(f"cannot read image or mask: {err}") from None
+        return read_rgb(image_path), mask_from_file(read_gray(mask_path))
+    except ImageReadError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = _read_files(image_path, mask_path)
     return image, np.asarray(mask) > (0 if mask.dtype == bool else 127)
 
 
@@ -228,8 +228,8 @@ def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray,
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=example_mask_path, show_default="the bundled example", help="White = edit.")
 @click.option("--prompt", default="", help="Text prompt (the reference model is unconditional and ignores it).")
-@click.option("--steps", default=8, show_default=True, help="Denoising steps.")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--steps", default=8, show_default=True, type=click.IntRange(min=1), help="Denoising steps.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--compare", is_flag=True, help="Also run the dense model: OUT.dense.png and a side-by-side OUT.compare.png.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the edited PNG.")
 def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> None:

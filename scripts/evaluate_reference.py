@@ -37,7 +37,7 @@ def load_model(checkpoint: str | None) -> torch.nn.Module:
     if checkpoint is None:
         return load_reference()
     model = ref.new_model()
-    model.load_state_dict(torch.load(checkpoint, weights_only=False)["ema"])
+    model.load_state_dict(ref.load_checkpoint(checkpoint)["ema"])
     return model.eval()
 
 

@@ -20,6 +20,15 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     # shellcheck disable=SC2086
     "${pip[@]}" install $torch_spec
 fi
-echo "setup: installing hilo-export and its test tools"
-"${pip[@]}" install -e '.[test]'
+# The editable install only changes when pyproject.toml does: a stamp of it skips pip (and its
+# index look-ups) on a second run.
+stamp=.venv/.hilo-export-setup
+wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && .venv/bin/python -c 'import hilo_export' 2>/dev/null; then
+    echo "setup: hilo-export and its test tools are up to date"
+else
+    echo "setup: installing hilo-export and its test tools"
+    "${pip[@]}" install -e '.[test]'
+    echo "$wanted" > "$stamp"
+fi
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -131,7 +131,9 @@ def save_checkpoint(path, model, ema, opt, step, history, rng, noise_gen, args):
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
                 "history": history, "rng": rng.bit_generator.state, "noise": noise_gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "args": vars(args)}, tmp)
+                "torch_rng": torch.get_rng_state(),
+                # plain values only: checkpoints load with weights_only=True
+                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}, tmp)
     os.replace(tmp, path)
 
 
@@ -141,7 +143,7 @@ def export_weights(checkpoint: Path, out: Path) -> None:
     Written into a staging folder that replaces ``out`` only when complete: an interrupted
     export never leaves the shipped weights half-written.
     """
-    state = torch.load(checkpoint, weights_only=False)
+    state = ref.load_checkpoint(checkpoint)
     model = ref.new_model()
     model.load_state_dict(state["ema"])
     for param in model.parameters():  # float16 storage halves the file; load() computes in float32
@@ -203,7 +205,7 @@ def train(args):
     step, history = 0, []
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = ref.load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])

@@ -17,7 +17,7 @@ def test_plan_json_on_the_bundled_example():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     width, height = example_image().size
-    assert data["grid"] == [height // 8, width // 8]  # the reference model's 8 px tokens
+    assert data["grid"] == [height // 16, width // 16]  # plan_tokens' default: Flux's 16 px tokens
     assert data["tokens"]["total"] == data["capacity"] == len(data["keep_indices"]) + data["tokens"]["low_freq"]
     assert 0 < data["mask_ratio"] < 0.2 and data["bucket"] == "s"
 
@@ -58,9 +58,9 @@ def test_plan_errors_are_one_clear_line(tmp_path):
     (tmp_path / "junk.png").write_text("not a picture")
     out = tmp_path / "never.png"
     cases = [
-        (["--image", str(tmp_path / "odd.png"), "--mask", str(tmp_path / "odd_mask.png")], "multiples of the token size 8"),
+        (["--image", str(tmp_path / "odd.png"), "--mask", str(tmp_path / "odd_mask.png")], "multiples of the token size 16"),
         (["--mask", str(tmp_path / "odd_mask.png")], "resize the mask"),
-        (["--image", str(tmp_path / "junk.png")], "cannot read image or mask"),
+        (["--image", str(tmp_path / "junk.png")], "cannot read"),
         (["--buckets", "huge"], "unknown bucket 'huge'"),
         (["--out", str(tmp_path / "junk.png" / "x.png")], "cannot write"),
     ]

@@ -37,6 +37,11 @@ def test_inspect(built):
 
 
 def test_validate_passes_and_can_fail(built, monkeypatch):
+    from polygraphy.comparator import CompareFunc
+
+    def removed(*_, **__):
+        raise AssertionError("CompareFunc.simple is deprecated for removal in polygraphy 0.60: use SimpleCompareFunc")
+    monkeypatch.setattr(CompareFunc, "simple", staticmethod(removed))
     result = invoke("validate", built)
     assert result.exit_code == 0, result.output
     assert "tolerance" in result.output and result.output.count(" OK") == 4

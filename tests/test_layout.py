@@ -9,7 +9,7 @@ import hilo_export
 
 PACKAGE = Path(hilo_export.__file__).parent
 # A module may import its own stage and the stages before it; evaluation and serving are peers.
-STAGE = {"files": 0, "examples": 0, "planning": 1, "model": 2, "export": 3, "runtime": 4, "reference": 5,
+STAGE = {"files": 0, "examples": 0, "images": 0, "planning": 1, "model": 2, "export": 3, "runtime": 4, "reference": 5,
          "evaluation": 6, "serving": 6, "cli": 7}
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..export.builder import BuildRequest, build
+from ..export.builder import BuildRequest, build, default_out_dir
 from ..model.loading import REFERENCE
 from ..planning.picture import selection_picture
 from ..reference.pipeline import EditResult, ReferenceInpaintPipeline, check_edit_inputs
@@ -32,14 +32,17 @@ class EditOutcome:
 def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),
                       progress: Callable[[str], None] = print) -> Path:
     """The reference model's engines for one image size: built once, then reused from the cache."""
-    width, height = resolution
-    return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=root / f"{REFERENCE}-{width}x{height}"),
+    return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=default_out_dir(REFERENCE, resolution, root)),
                  progress=progress)
 
 
 def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, steps: int = 8, seed: int = 0,
              compare: bool = False, progress: Callable[[str], None] = print, progress_bar: bool = True) -> EditOutcome:
-    check_edit_inputs(image, mask)  # before a build, not after it
+    check_edit_inputs(image, mask)  # every argument before a build, not after it
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise EditError(f"steps must be a whole number of at least 1, got {steps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise EditError(f"seed must be a whole number of at least 0, got {seed!r}")
     if engines is None:
         engines = reference_engines((image.shape[1], image.shape[0]), progress=progress)
     runtime = HiLoRuntime.load(engines)

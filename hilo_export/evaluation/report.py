@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_path
+from .bench import PSNR_VS_DENSE_TARGET_DB, SPEEDUP_TARGETS
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -25,6 +26,15 @@ def _num(value: Any, digits: int = 2, unit: str = "") -> str:
     return f"{value:.{digits}f}{unit}"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _seconds(value: float) -> str:
+    """Three significant digits: a 40 ms quick-bench edit is 0.04 s, not "0.0 s"."""
+    return f"{value * 1e3:.3g} ms" if value < 1 else f"{value:.3g} s"
+
+
 def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     s = report["settings"]
     lines = ["# HiLo bench report", ""]
@@ -35,7 +45,8 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
             f"Per-step latency: `{lat['model']}` at {lat['resolution'][0]}x{lat['resolution'][1]} "
             f"(grid {lat['grid'][0]}x{lat['grid'][1]}, {lat['text_len']} text tokens), {lat['backend']['name']} "
             f"{lat['backend']['version']} on {lat['backend']['device']}, every engine timed interleaved in one process, "
-            f"median of {s['repeats']} rounds. {s['per_category']} masks per category planned over the evaluation images.",
+            f"median of {_count(s['repeats'], 'round')}. {_count(s['per_category'], 'mask')} per category planned over "
+            "the evaluation images.",
             "",
             "| category | mask ratio | kept tokens | bucket mix | step HiLo | step dense | speedup | ideal (FLOPs) | achieved/ideal "
             "| Flux.1-dev ideal | planner | edit HiLo / dense (composed) |",
@@ -44,12 +55,14 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
         for c in cats:
             if "speedup" not in c:
                 continue
-            mix = ", ".join(f"{b} {v:.0%}" for b, v in c["bucket_mix"].items())
+            order = list(lat["buckets"])  # the bucket table's order: s, m, l, full
+            mix = ", ".join(f"{b} {v:.0%}" for b, v in sorted(c["bucket_mix"].items(),
+                                                                 key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
             lines.append(
                 f"| {c['name']} | {c['mask_ratio_mean']:.2%} | {c['token_ratio_mean']:.1%} | {mix} | {c['step_s_hilo']:.3f} s "
                 f"| {c['step_s_dense']:.3f} s | **{c['speedup']:.2f}x** | {c['ideal_speedup']:.2f}x | {c['achieved_over_ideal']:.2f} "
                 f"| {c['flux1_dev_ideal_speedup']:.2f}x | {c['planner_ms_median']:.1f} ms "
-                f"| {c['edit_s_hilo_composed']:.1f} s / {c['edit_s_dense_composed']:.1f} s |"
+                f"| {_seconds(c['edit_s_hilo_composed'])} / {_seconds(c['edit_s_dense_composed'])} |"
             )
         lines += ["", "| bucket | image tokens | step | speedup | ideal (FLOPs) | Flux.1-dev ideal |", "|---|---|---|---|---|---|"]
         for name, b in lat["buckets"].items():
@@ -101,19 +114,24 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
                   "Flux.1-dev ideal": [c["flux1_dev_ideal_speedup"] for c in cats]}
         lat = report["latency"]
         _bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
-                   f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}")
+                   f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}",
+                   targets={i: SPEEDUP_TARGETS[n] for i, n in enumerate(names) if n in SPEEDUP_TARGETS},
+                   target_label="target speedup")
         written.append("speedup.png")
     if all("fidelity" in c for c in cats):
         keys = {"HiLo vs dense": "psnr_mask_hilo_vs_dense", "HiLo vs truth": "psnr_mask_hilo_vs_truth",
                 "dense vs truth": "psnr_mask_dense_vs_truth", "dense seed vs seed": "psnr_mask_noise_floor"}
         series = {label: [c.get(key) or 0.0 for c in cats] for label, key in keys.items()}  # identical: drawn at 0
-        _bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images")
+        _bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images",
+                   targets={i: PSNR_VS_DENSE_TARGET_DB for i in range(len(names))}, target_label="HiLo vs dense target")
         written.append("fidelity.png")
     return written
 
 
-def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> None:
-    """Grouped bars: one group per category, one bar per series."""
+def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+               targets: dict[int, float] | None = None, target_label: str = "target") -> None:
+    """Grouped bars: one group per category, one bar per series; ``targets``: a dashed line over each
+    group (index -> value). The legend sits outside the axes so it never hides a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,13 +140,16 @@ def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], yl
 
     x = np.arange(len(groups))
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(6, 3.4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=100)
     for i, (label, values) in enumerate(series.items()):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+    for n, (i, value) in enumerate(sorted((targets or {}).items())):
+        ax.hlines(value, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2,
+                  label=target_label if n == 0 else None)
     ax.set_xticks(x, groups)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

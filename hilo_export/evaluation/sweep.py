@@ -137,24 +137,42 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot(sweep: dict[str, Any], path: Path) -> None:
+def chosen_variant(sweep: dict[str, Any], floor_db: float = 30.0) -> str | None:
+    """The fastest variant (mean ideal speedup over the categories) whose edits stay at least
+    ``floor_db`` from the dense ones in every category: how the default bucket table was picked."""
+    def psnr(e: dict[str, Any]) -> float:
+        return float("inf") if e["psnr_mask_hilo_vs_dense"] is None else e["psnr_mask_hilo_vs_dense"]
+
+    fine = [v for v in sweep["variants"] if all(psnr(e) >= floor_db for e in v["categories"].values())]
+    best = max(fine, key=lambda v: np.mean([e["ideal_speedup"] for e in v["categories"].values()]), default=None)
+    return best["label"] if best else None
+
+
+def _plot(sweep: dict[str, Any], path: Path, floor_db: float = 30.0) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CATEGORY_RATIOS), figsize=(12, 3.6), dpi=100, sharey=True)
+    chosen = chosen_variant(sweep, floor_db)
+    markers = "osD^v<>pPX*h"
+    fig, axes = plt.subplots(1, len(CATEGORY_RATIOS), figsize=(12, 4.4), dpi=100, sharey=True)
     for ax, category in zip(axes, CATEGORY_RATIOS):
-        for v in sweep["variants"]:
+        for i, v in enumerate(sweep["variants"]):
             e = v["categories"][category]
             db = e["psnr_mask_hilo_vs_dense"] or 60.0  # identical edits drawn at the top
-            ax.scatter(e["ideal_speedup"], db, s=18)
-            ax.annotate(v["label"], (e["ideal_speedup"], db), fontsize=6, xytext=(3, 2), textcoords="offset points")
+            # one colour and marker per variant, named once in the shared legend: no labels to overlap
+            ax.scatter(e["ideal_speedup"], db, s=26, marker=markers[i % len(markers)], color=f"C{i % 10}", label=v["label"])
+            if v["label"] == chosen:
+                ax.scatter(e["ideal_speedup"], db, s=160, facecolors="none", edgecolors="black", linewidths=1.5,
+                           label="chosen (fastest >= 30 dB everywhere)")
+        ax.axhline(floor_db, color="gray", linestyle="--", linewidth=1, label=f"{floor_db:.0f} dB floor")
         ax.set_title(f"{category} masks")
         ax.set_xlabel("ideal per-step speedup (FLOPs)")
     axes[0].set_ylabel("in-mask PSNR HiLo vs dense (dB)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(labels) - 1) // 4), 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-

@@ -35,7 +35,7 @@ class BucketResult:
 
 
 def validate(folder: Path, progress: Callable[[str], None] = print, verbose: bool = False) -> list[BucketResult]:
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.INFO if verbose else G_LOGGER.WARNING
@@ -69,7 +69,7 @@ def validate(folder: Path, progress: Callable[[str], None] = print, verbose: boo
         reference = TorchRunner(graph)
         torch_runner = _PolygraphyRunner(f"torch[{name}]", feeds, lambda f, r=reference, n=name: r.run(n, f))
         run_results = Comparator.run([engine, torch_runner], data_loader=[feeds])
-        accuracy = Comparator.compare_accuracy(run_results, compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
+        accuracy = Comparator.compare_accuracy(run_results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol))
         (_, engine_out), (_, torch_out) = [(r, outs[0]) for r, outs in run_results.items()]
         max_abs = max(float(np.abs(engine_out[k].astype(np.float32) - torch_out[k]).max()) for k in torch_out)
         max_rel = max(relative_error(engine_out[k], torch_out[k]) for k in torch_out)

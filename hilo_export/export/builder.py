@@ -8,14 +8,16 @@ repeated build finds every file already there and rebuilds nothing.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import platform
 import re
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -41,6 +43,7 @@ from .graph import (
     export_graph,
 )
 from .manifest import (
+    DIGEST,
     SCHEMA_VERSION,
     ManifestError,
     all_files,
@@ -51,8 +54,17 @@ from .manifest import (
     write_manifest,
 )
 
-# the files a build owns in its folder: anything else there is left alone
-_OWNED = re.compile(r"^(hilo|full|planner)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$|^\.(hilo|full|planner)-.*\.partial$")
+# the files a build owns in its folder: anything else there is left alone. Dot-files are what
+# interrupted writes left (staging folders, atomic_path temporaries); the lock makes them stale.
+_OWNED = re.compile(
+    r"^(hilo|full|planner)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$"
+    r"|^\.(hilo|full|planner)-.*\.partial$"
+    r"|^\.((hilo|full|planner)-[0-9a-f]{16}[^/]*|manifest\.json)\.[^/]+$"
+)
+LOCK = ".hilo-build.lock"  # held while a build writes the folder; never removed (see filelock's docs)
+
+
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 class BuildError(ValueError):
@@ -74,11 +86,29 @@ class BuildRequest:
     config: PlannerConfig = field(default_factory=PlannerConfig)
 
 
+# Sizes past these fail deep inside torch or numpy with an allocation error; refuse them first.
+MAX_SIDE = 8192  # pixels per side (Flux itself is trained up to about 2 megapixels)
+MAX_TOKENS = 65536  # tokens per image: 4096 x 4096 px of 16-px tokens, 2048 x 2048 of 8-px ones
+
+
 def parse_resolution(text: str) -> tuple[int, int]:
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match:
         raise BuildError(f"resolution {text!r} is not WIDTHxHEIGHT, e.g. 1024x1024")
-    return int(match.group(1)), int(match.group(2))
+    width, height = int(match.group(1)), int(match.group(2))
+    check_side(width, height)
+    return width, height
+
+
+def check_side(width: int, height: int) -> None:
+    if width <= 0 or height <= 0 or max(width, height) > MAX_SIDE:
+        raise BuildError(f"resolution {width}x{height}: each side must be 1 to {MAX_SIDE} pixels")
+
+
+def default_out_dir(slug: str, resolution: tuple[int, int], root: Path = Path("engines")) -> Path:
+    """``engines/<model>-<W>x<H>``: where build, edit and bench put (and find) a model's engines for one
+    size, so builds for several sizes live side by side and every command reuses the others' builds."""
+    return Path(root) / f"{slug}-{resolution[0]}x{resolution[1]}"
 
 
 def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Path:
@@ -98,6 +128,13 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
             f"resolution {width}x{height} must be positive multiples of the token size {request.token_size} "
             f"({token_size_for(request.model)} px for {request.model})"
         )
+    check_side(width, height)
+    if (width // request.token_size) * (height // request.token_size) > MAX_TOKENS:
+        raise BuildError(
+            f"resolution {width}x{height} with {request.token_size}-px tokens is "
+            f"{(width // request.token_size) * (height // request.token_size)} tokens; engines hold at most {MAX_TOKENS}: "
+            "choose a smaller --resolution"
+        )
     if request.batch < 1:
         raise BuildError(f"batch must be at least 1, got {request.batch}")
     table = parse_buckets(request.buckets)
@@ -112,12 +149,19 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
     if model.dtype != PRECISIONS[request.precision]:
         model = model.to(PRECISIONS[request.precision])
     grid = (height // request.token_size, width // request.token_size)
-    n_tokens = grid[0] * grid[1]
     layout = None if request.config.lowfreq_factor is None else LowFreqLayout(request.config.lowfreq_factor, grid)
-    n_lowfreq = layout.count if layout else 0
     text_len = request.text_len if request.text_len is not None else text_len_for(request.model)
-    out_dir = Path(request.out_dir or Path("engines") / loaded.slug)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(request.out_dir or default_out_dir(loaded.slug, request.resolution))
+    with _locked(out_dir):
+        return _build_locked(request, backend, loaded, adapter, model, table, grid, layout, text_len, out_dir, progress)
+
+
+def _build_locked(request, backend, loaded, adapter, model, table, grid, layout, text_len, out_dir: Path,
+                  progress) -> Path:
+    width, height = request.resolution
+    n_tokens = grid[0] * grid[1]
+    n_lowfreq = layout.count if layout else 0
+    _remove_leftovers(out_dir)
     previous = _previous_manifest(out_dir)
     device = backend.device()
 
@@ -157,7 +201,10 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
         "planner_model": planner,
         "tools": _tool_versions(),
     }
-    write_manifest(out_dir, manifest)
+    if previous is not None and {k: v for k, v in previous.items() if k != DIGEST} == manifest:
+        progress(f"{out_dir} is up to date")
+    else:
+        write_manifest(out_dir, manifest)
     _remove_unreferenced(out_dir, manifest)
     progress(f"built {out_dir} ({', '.join(b.name for b in table)})")
     return out_dir
@@ -335,16 +382,56 @@ def _previous_manifest(out_dir: Path) -> dict[str, Any] | None:
         return None  # nothing reusable: build everything
 
 
+@contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    """One build at a time per folder: a second one is refused at once, naming the lock.
+
+    A failure to create or write the folder is a BuildError naming it, not a raw OSError."""
+    from filelock import FileLock, Timeout
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(out_dir / LOCK, timeout=0)
+        lock.acquire()
+    except Timeout:
+        raise BuildError(
+            f"another hilo-export build is writing {out_dir} (it holds {out_dir / LOCK}); wait for it to finish, "
+            "or build into another --out"
+        ) from None
+    except OSError as err:
+        raise BuildError(f"cannot write the engine folder {out_dir} ({err.strerror}); choose a writable --out") from None
+    try:
+        yield
+    except OSError as err:
+        inside = err.filename is None or Path(err.filename).resolve().is_relative_to(out_dir.resolve())
+        if err.errno not in _UNWRITABLE or not inside:
+            raise
+        raise BuildError(f"cannot write in {out_dir} ({err.strerror}: {err.filename}); choose a writable --out") from None
+    finally:
+        lock.release()
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """What killed builds left behind: staging folders and temporaries (dot-files of ours; under
+    the lock no other build is writing them)."""
+    for path in out_dir.iterdir():
+        if path.name.startswith(".") and _OWNED.match(path.name):
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _remove_unreferenced(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Our files the manifest no longer names, and what interrupted builds left behind."""
     keep = {entry["path"] for entry in all_files(manifest)}
     for path in out_dir.iterdir():
-        if not _OWNED.match(path.name) or path.name in keep:
-            continue
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink()
+        if _OWNED.match(path.name) and path.name not in keep:
+            _remove(path)
 
 
 def _value_info(value) -> dict[str, Any]:

@@ -1,9 +1,17 @@
-"""``manifest.json``: what a built engine folder holds, and checks that it still does."""
+"""``manifest.json``: what a built engine folder holds, and checks that it still does.
+
+Its structure is checked against ``manifest.schema.json`` (JSON Schema, kept as data beside this
+module) before anyone reads a field, and every file it names is confined to the folder: a
+manifest is input like any other, and anyone can recompute its digest.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +38,42 @@ def file_entry(folder: Path, path: Path) -> dict[str, Any]:
     return {"path": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+def entry_path(folder: Path, entry: dict[str, Any]) -> Path:
+    """The file a manifest entry names, confined to ``folder``: a relative path that stays inside it
+    once symlinks are resolved, naming a regular file (never a device like /dev/zero, a fifo or a folder)."""
+    folder = Path(folder)
+    name = entry["path"]
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise ManifestError(f"{folder / MANIFEST} names {name!r}, outside its folder; rebuild the folder with hilo-export build")
+    path = folder / relative
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+        mode = os.stat(path).st_mode  # follows links: what would be read
+    except FileNotFoundError:
+        raise ManifestError(f"{path} is missing; rebuild the folder with hilo-export build") from None
+    except OSError as err:
+        raise ManifestError(f"cannot read {path} ({err.strerror}); check its permissions or rebuild the folder") from None
+    if not inside:
+        raise ManifestError(f"{path} links outside {folder}; engine files must be plain files inside the folder: rebuild it")
+    if not stat.S_ISREG(mode):
+        raise ManifestError(f"{path} is not a regular file; rebuild the folder with hilo-export build")
+    return path
+
+
+def read_verified(folder: Path, entry: dict[str, Any]) -> bytes:
+    """The bytes of one file, checked against its sha256 after they were read: what the caller then
+    uses is exactly what was verified, however the file changes afterwards."""
+    path = entry_path(folder, entry)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ManifestError(f"{path} changed since it was built (sha256 mismatch); rebuild the folder with hilo-export build")
+    return data
+
+
 def verify_files(folder: Path, entries: list[dict[str, Any]]) -> None:
     for entry in entries:
-        path = folder / entry["path"]
-        if not path.exists():
-            raise ManifestError(f"{path} is missing; rebuild the folder with hilo-export build")
+        path = entry_path(folder, entry)
         if sha256_file(path) != entry["sha256"]:
             raise ManifestError(f"{path} changed since it was built (sha256 mismatch); rebuild the folder with hilo-export build")
 
@@ -63,7 +102,34 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         )
     if data.get(DIGEST) != _digest(data):
         raise ManifestError(f"{path} was edited since it was built (its digest does not match); rebuild the folder")
+    check_structure(data, path)
     return data
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+
+    schema = json.loads((Path(__file__).with_name("manifest.schema.json")).read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_structure(data: dict[str, Any], where: Path | str = MANIFEST) -> None:
+    """Raise ManifestError (one line: where and what) unless ``data`` has the structure readers rely on."""
+    error = next(iter(sorted(_validator().iter_errors(data), key=lambda e: list(e.absolute_path))), None)
+    if error is not None:
+        at = "/".join(str(p) for p in error.absolute_path) or "the top level"
+        what = error.message
+        if error.validator == "pattern" and list(error.absolute_path)[-1:] == ["path"]:
+            what = f"{error.instance!r} is outside its folder (paths are relative, without '..')"
+        raise ManifestError(f"{where} is malformed at {at}: {what}; rebuild the folder with hilo-export build")
+    names = [b["name"] for b in data["buckets"]]
+    for bucket in data["buckets"]:
+        if bucket["graph"] not in data["graphs"]:
+            raise ManifestError(f"{where} is malformed: bucket {bucket['name']} runs on graph {bucket['graph']!r}, "
+                                "which it does not list; rebuild the folder with hilo-export build")
+    if "full" not in names or len(set(names)) != len(names):
+        raise ManifestError(f"{where} is malformed: buckets {names} must be unique and include full; rebuild the folder")
 
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> Path:

@@ -117,7 +117,16 @@ def _builtin(name: str) -> torch.nn.Module:
 def _transformer_class(config_path: Path):
     import json
 
-    class_name = json.loads(config_path.read_text()).get("_class_name", "")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{config_path} is not valid JSON ({err}); restore the model's config.json") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_path} holds a JSON {type(config).__name__}, not an object of model settings; "
+                         "restore the model's config.json")
+    class_name = config.get("_class_name", "")
+    if not isinstance(class_name, str):
+        class_name = ""
     import diffusers
 
     cls = getattr(diffusers, class_name, None)
@@ -133,8 +142,10 @@ def _from_folder(path: Path) -> torch.nn.Module:
         raise ModelError(f"{path} holds no diffusers model: expected config.json in it or in its transformer/ subfolder")
     try:
         return _transformer_class(config).from_pretrained(folder).eval()
-    except (OSError, ValueError, RuntimeError) as err:
-        raise ModelError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, RuntimeError, TypeError) as err:
+        # TypeError: a setting of the wrong type (a string where a number belongs) reaches torch
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"cannot load the model in {folder}: {first}; check the settings in {config}") from None
 
 
 def _from_cache(model_id: str) -> torch.nn.Module:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from collections.abc import Iterable
 
 FULL = "full"
 # The engines' one dynamic axis: the kept full-resolution tokens of a bucket (ONNX dim_param).
@@ -66,9 +66,17 @@ def parse_buckets(spec: str | Iterable[str] | None) -> tuple[Bucket, ...]:
     """Parse ``"s,m,l"`` or ``"s=0.2,m=0.4"`` into buckets sorted by size, ``full`` last."""
     if spec is None:
         spec = ",".join(DEFAULT_FRACTIONS)
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    hint = 'give buckets as a string such as "s,m,l" or "s=0.2,m=0.45", or a list of such names'
+    if isinstance(spec, str):
+        items = spec.split(",")
+    elif isinstance(spec, (bytes, dict)) or not isinstance(spec, Iterable):
+        raise BucketError(f"buckets {spec!r} ({type(spec).__name__}): {hint}")
+    else:
+        items = list(spec)
     buckets: dict[str, Bucket] = {}
     for raw in items:
+        if not isinstance(raw, str):
+            raise BucketError(f"bucket {raw!r} ({type(raw).__name__}) is not a name: {hint}")
         item = raw.strip()
         if not item or item == FULL:
             continue

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from .buckets import FULL_BUCKET, Bucket, BucketError
+from .inputs import DEFAULT_TOKEN_SIZE
 from .plan import PlannerConfig, mandatory_tokens, mask_from_file
 
 BUCKET_NAMES = ("s", "m", "l")
@@ -24,22 +25,26 @@ class Calibration:
 
 
 def read_masks(folder: Path) -> list[np.ndarray]:
-    from PIL import Image
+    """Every mask image in ``folder`` and, as ``hilo-export masks --out`` writes them, in its
+    ``small/``, ``medium/`` and ``large/`` (any) subfolders, one level deep."""
+    from ..images import ImageReadError, read_gray
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in MASK_SUFFIXES)
+    folder = Path(folder)
+    candidates = [*folder.iterdir(), *(p for sub in sorted(folder.iterdir()) if sub.is_dir() for p in sub.iterdir())]
+    files = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in MASK_SUFFIXES and not p.name.startswith("."))
     if not files:
-        raise BucketError(f"no mask images in {folder} (looked for {', '.join(sorted(MASK_SUFFIXES))})")
+        raise BucketError(f"no mask images in {folder} or its subfolders (looked for {', '.join(sorted(MASK_SUFFIXES))})")
     masks = []
     for path in files:
         try:
-            mask = np.asarray(Image.open(path).convert("L"))
-        except OSError as err:  # PIL's UnidentifiedImageError is an OSError
-            raise BucketError(f"cannot read mask {path}: {err}") from None
-        masks.append(mask_from_file(mask))
+            masks.append(mask_from_file(read_gray(path)))
+        except ImageReadError as err:
+            raise BucketError(f"cannot read mask: {err}") from None
     return masks
 
 
-def calibrate(masks: Sequence[np.ndarray], token_size: int = 16, shares: Sequence[float] = (0.5, 0.3, 0.2),
+def calibrate(masks: Sequence[np.ndarray], token_size: int = DEFAULT_TOKEN_SIZE,
+              shares: Sequence[float] = (0.5, 0.3, 0.2),
               config: PlannerConfig | None = None) -> Calibration:
     """Smallest fractions such that ``shares`` of the masks fit s, m and l in turn; the rest run on full."""
     if len(shares) != len(BUCKET_NAMES) or any(s < 0 for s in shares) or not 0 < sum(shares) <= 1 + 1e-9:

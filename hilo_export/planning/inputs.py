@@ -16,6 +16,12 @@ import torch
 import torch.nn.functional as F
 
 
+# Pixels per token side when none is given: Flux's (VAE factor 8 x patch 2), the family this
+# toolchain targets. The API, plan and calibrate share it; a built folder carries its own (the
+# reference model's is 8) and plan --engines uses that.
+DEFAULT_TOKEN_SIZE = 16
+
+
 class PlanError(ValueError):
     """An input the planner cannot plan; the message says how to fix it."""
 
@@ -102,8 +108,13 @@ def as_mask(mask: Any) -> torch.Tensor:
             raise PlanError("uint8 mask holds only 0 and 1, but uint8 masks are read as 0/255; pass it as bool or multiply by 255")
         return t
     if t.is_floating_point():
-        if torch.isnan(t).any():
-            raise PlanError("mask contains NaN values; pass a mask of 0/1 floats, bool or uint8 0/255")
+        if not torch.isfinite(t).all():
+            raise PlanError("mask contains NaN or infinite values; pass a mask of 0/1 floats, bool or uint8 0/255")
+        lo, hi = (float(v) for v in torch.aminmax(t))
+        if lo < 0.0 or hi > 1.0:
+            # a 0-255 float mask would mark a background of 20 as masked: refuse, never guess the scale
+            raise PlanError(f"float mask values must lie in [0, 1] (binarized at 0.5), got [{lo:.3g}, {hi:.3g}]; "
+                            "for 0-255 data pass uint8 or divide by 255")
         return t >= 0.5
     raise PlanError(f"mask dtype {t.dtype} is not supported: pass bool, uint8 (0/255) or float (binarized at 0.5)")
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from .buckets import Bucket, parse_buckets
 from .frequency import frequency_map, regional_mean
 from .inputs import (
+    DEFAULT_TOKEN_SIZE,
     PlanError,
     as_image,
     as_int,
@@ -215,7 +216,7 @@ class _Analysis:
 def plan_tokens(
     image: Any,
     mask: Any,
-    token_size: int = 16,
+    token_size: int = DEFAULT_TOKEN_SIZE,
     buckets: str | Sequence[str] | None = "s,m,l",
     config: PlannerConfig | None = None,
 ) -> TokenPlan:
@@ -226,7 +227,7 @@ def plan_tokens(
 def plan_batch(
     images: Sequence[Any],
     masks: Sequence[Any],
-    token_size: int = 16,
+    token_size: int = DEFAULT_TOKEN_SIZE,
     buckets: str | Sequence[str] | None = "s,m,l",
     config: PlannerConfig | None = None,
 ) -> list[TokenPlan]:
@@ -261,7 +262,8 @@ def mask_from_file(pixels: Any) -> np.ndarray:
     return pixels.astype(bool) if pixels.size and pixels.max() == 1 else pixels
 
 
-def mandatory_tokens(mask: Any, token_size: int = 16, config: PlannerConfig | None = None) -> tuple[int, int, int]:
+def mandatory_tokens(mask: Any, token_size: int = DEFAULT_TOKEN_SIZE,
+                     config: PlannerConfig | None = None) -> tuple[int, int, int]:
     """What a mask forces a plan to hold: (dilated-mask + low-frequency tokens, grid tokens, low-frequency tokens)."""
     config = config or PlannerConfig()
     token_size = positive_token_size(token_size)

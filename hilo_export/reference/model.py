@@ -149,3 +149,20 @@ def velocity(residual: torch.Tensor, noisy: torch.Tensor, prefill: torch.Tensor,
     """x0-residual prediction -> flow velocity at time t (x_t = (1-t) x0 + t noise)."""
     x0 = prefill + residual
     return (noisy - x0) / max(t, 1e-4)
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be loaded safely; the message says why."""
+
+
+def load_checkpoint(path) -> dict:
+    """A training checkpoint (scripts/train_reference.py) read with ``weights_only=True``: tensors,
+    numbers, strings and containers only. A file from elsewhere can carry pickled code that a full
+    unpickle would run; here it is refused instead."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path} is not a checkpoint that loads safely (weights only): {first}") from None

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..export.backends import Backend, Profile, Runner, get_backend
-from ..export.manifest import ManifestError, all_files, read_manifest, verify_files
+from ..export.manifest import ManifestError, all_files, read_manifest, read_verified, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, TokenPlan, plan_tokens
 
@@ -35,6 +35,7 @@ class HiLoRuntime:
         self._backend: Backend | None = None
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
+        self._verify = True  # engine bytes are checked against the manifest when read (load(verify=False): not)
 
     @classmethod
     def load(cls, folder: str | Path, backend: str | Backend | None = None, verify: bool = True) -> "HiLoRuntime":
@@ -43,7 +44,9 @@ class HiLoRuntime:
         manifest = read_manifest(folder)
         if verify:
             verify_files(folder, all_files(manifest))
-        return cls(folder, manifest, backend)
+        runtime = cls(folder, manifest, backend)
+        runtime._verify = verify
+        return runtime
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -126,8 +129,24 @@ class HiLoRuntime:
                 profiles = [Profile(b["name"], b["kept"]) for b in self.manifest["buckets"] if b["graph"] == kind]
                 engine_files = [self.folder / f["path"] for f in graph["engine"]["files"]]
                 backend = self._engine_backend()
-                self._runners[kind] = backend.load(self.folder / graph["files"][0]["path"], engine_files, profiles)
+                self._runners[kind] = backend.load(self.folder / graph["files"][0]["path"], engine_files, profiles,
+                                                   read=self._reader(graph))
             return self._runners[kind]
+
+    def _reader(self, graph: dict[str, Any]):
+        """Engines are loaded lazily, long after load() checked the files: hand the backend bytes that
+        are checked against the manifest once read, so a file changed in between is caught (not run).
+        External weights are read by ONNX Runtime itself; they are checked again just before."""
+        if not self._verify:
+            return None
+        entries = {self.folder / f["path"]: f for f in graph["files"] + graph["engine"]["files"]}
+        if len(graph["files"]) > 1 and not graph["engine"]["files"]:
+            verify_files(self.folder, graph["files"])
+            return None
+
+        def read(path: Path) -> bytes:
+            return read_verified(self.folder, entries[path])
+        return read
 
 
 def _array(value: Any, spec: dict[str, Any], name: str) -> np.ndarray:

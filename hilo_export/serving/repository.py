@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..export.manifest import read_manifest, verify_files
+from ..export.manifest import entry_path, read_manifest, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import LowFreqLayout
 from . import router as router_module
@@ -213,8 +213,20 @@ def _scalar(value: Any) -> str:
 
 def write_repository(folder: Path, out: Path, backend: str | None = None, max_batch: int = 0, force: bool = False,
                      progress: Callable[[str], None] = print) -> Path:
-    """Write and validate the repository for ``folder`` at ``out``; returns ``out``."""
+    """Write and validate the repository for ``folder`` at ``out``; returns ``out``.
+
+    Nothing is written outside ``out`` (and its staging folder beside it): every file the manifest
+    names is confined to ``folder`` and keeps its name relative to its model version folder."""
     folder, out = Path(folder), Path(out)
+    try:
+        return _write_repository(folder, out, backend, max_batch, force, progress)
+    except OSError as err:
+        where = err.filename or out
+        raise TritonRepoError(f"cannot write the repository at {out} ({err.strerror}: {where}); choose a writable --out") from None
+
+
+def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: int, force: bool,
+                      progress: Callable[[str], None]) -> Path:
     manifest = read_manifest(folder)
     backend = backend or manifest["backend"]["name"]
     if backend == "trt" and manifest["backend"]["name"] != "trt":
@@ -232,16 +244,16 @@ def write_repository(folder: Path, out: Path, backend: str | None = None, max_ba
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".partial", dir=out.parent))
     try:
-        _link(folder / manifest["planner_model"]["files"][0]["path"], staging / PLANNER / VERSION / "model.onnx")
+        _link(entry_path(folder, manifest["planner_model"]["files"][0]), staging / PLANNER / VERSION / "model.onnx")
         for kind, graph in manifest["graphs"].items():
             version = staging / dit_model(kind) / VERSION
             if backend == "trt":
-                _link(folder / graph["engine"]["files"][0]["path"], version / "model.plan")
+                _link(entry_path(folder, graph["engine"]["files"][0]), version / "model.plan")
             else:
                 onnx_file, *data = graph["files"]
-                _link(folder / onnx_file["path"], version / "model.onnx")
+                _link(entry_path(folder, onnx_file), version / "model.onnx")
                 for entry in data:  # external weights keep the name the ONNX file refers to
-                    _link(folder / entry["path"], version / entry["path"])
+                    _link(entry_path(folder, entry), version / entry["path"])
         step = staging / STEP / VERSION
         step.mkdir(parents=True)
         serving = Path(router_module.__file__).parent
@@ -261,17 +273,22 @@ def write_repository(folder: Path, out: Path, backend: str | None = None, max_ba
 
 
 def _link(source: Path, target: Path) -> None:
-    """Hard link (engine files are content-addressed and never rewritten in place), else copy."""
+    """Hard link (engine files are content-addressed and never rewritten in place), else a copy
+    with the source's permission bits: the repository never widens who may read an engine."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+        shutil.copymode(source, target)
 
 
 def _replace(staging: Path, out: Path) -> None:
+    # mkdtemp makes a private folder: open the folders we made; files keep their own modes (a
+    # hard link shares its inode with the engine file, so chmod-ing it would change the engine's)
     for path in staging.rglob("*"):
-        os.chmod(path, 0o755 if path.is_dir() else 0o644)  # mkdtemp makes a private folder
+        if path.is_dir():
+            os.chmod(path, 0o755)
     os.chmod(staging, 0o755)
     if not out.exists():
         os.replace(staging, out)

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,7 +100,12 @@ def test_edit_command_writes_the_edit_the_dense_edit_and_the_comparison(tmp_path
     assert Image.open(tmp_path / "out" / "edit.compare.png").size[0] == 6 * EDIT_SIZE
 
 
-def test_edit_command_errors_are_clear(tmp_path, reference_built, built):
+def test_edit_command_errors_are_clear(tmp_path, reference_built, built, monkeypatch):
+    # run where no engines/ folder exists: the user's own engines/ (after hilo-export bench --quick
+    # it holds reference-128x128) must not decide whether this test passes
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     image, _ = edit_inputs(EDIT_SIZE)
     Image.fromarray(image).save(tmp_path / "in.png")
     Image.fromarray(np.zeros((EDIT_SIZE, EDIT_SIZE), np.uint8)).save(tmp_path / "empty.png")
@@ -112,8 +116,16 @@ def test_edit_command_errors_are_clear(tmp_path, reference_built, built):
     before = sorted(tmp_path.iterdir())
     result = CliRunner().invoke(main, ["edit", "--mask", str(tmp_path / "half.png"), *common])  # no --engines: would build
     assert result.exit_code == 1 and "mask of the image's size" in result.output
-    assert sorted(tmp_path.iterdir()) == before and not Path("engines", f"reference-{EDIT_SIZE}x{EDIT_SIZE}").exists()
+    assert sorted(tmp_path.iterdir()) == before and not any(workdir.iterdir())  # nothing built
     Image.fromarray(np.full((EDIT_SIZE, EDIT_SIZE), 255, np.uint8)).save(tmp_path / "full.png")
+    for bad in (["--steps", "0"], ["--seed", "-1"]):  # refused before any build, not after it
+        result = CliRunner().invoke(main, ["edit", "--mask", str(tmp_path / "full.png"), *bad, *common])
+        assert result.exit_code == 2 and "Invalid value" in result.output and not any(workdir.iterdir())
+    from hilo_export.evaluation import edit as edit_module
+
+    monkeypatch.setattr(edit_module, "build", lambda *a, **k: pytest.fail("built before checking the arguments"))
+    with pytest.raises(edit_module.EditError, match="steps must be"):
+        edit_module.run_edit(image, np.ones((EDIT_SIZE, EDIT_SIZE), bool), steps=0)
     result = CliRunner().invoke(main, ["edit", "--engines", str(built), "--mask", str(tmp_path / "full.png"), *common])
     assert result.exit_code == 1 and "reference model's engines" in result.output
     assert not (tmp_path / "never.png").exists()

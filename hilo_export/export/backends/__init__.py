@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -44,7 +44,8 @@ class Backend(Protocol):
 
     def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]: ...
 
-    def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile]) -> Runner: ...
+    def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile],
+             read: Callable[[Path], bytes] | None = None) -> Runner: ...
 
 
 def get_backend(name: str, plugins: bool = False) -> Backend:

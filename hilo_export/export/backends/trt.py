@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -166,8 +166,10 @@ class TrtBackend:
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
         return [engine_path]
 
-    def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile]) -> "TrtRunner":
-        return TrtRunner(self._trt, engine_files[0], profiles)
+    def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile],
+             read: Callable[[Path], bytes] | None = None) -> "TrtRunner":
+        """``read``: how to get the engine's bytes (the runtime's checks their sha256 once read)."""
+        return TrtRunner(self._trt, engine_files[0], profiles, read or Path.read_bytes)
 
 
 def _plugin_layers(trt, network) -> int:
@@ -178,14 +180,14 @@ def _plugin_layers(trt, network) -> int:
 class TrtRunner:
     """Runs one engine; each bucket selects its optimization profile. One call at a time per runner."""
 
-    def __init__(self, trt, engine_path: Path, profiles: list[Profile]):
+    def __init__(self, trt, engine_path: Path, profiles: list[Profile], read: Callable[[Path], bytes] = Path.read_bytes):
         import threading
 
         import torch
 
         self._torch = torch
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self._engine = runtime.deserialize_cuda_engine(read(engine_path))
         if self._engine is None:
             raise BackendError(f"TensorRT could not load {engine_path.name} (built for another GPU or TensorRT?); rebuild it")
         self._context = self._engine.create_execution_context()

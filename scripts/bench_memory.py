@@ -1,0 +1,104 @@
+"""Peak memory of a runtime serving every bucket in rotation, against the weights' bytes.
+
+    python scripts/bench_memory.py --model flux-shaped --resolution 512x512 --rounds 2
+
+Builds (or reuses) the engines, then runs each session setting in its own process (a process's
+peak RSS only grows), alternating the settings round by round: ``current`` is HiLoRuntime's ORT
+sessions as they are, ``ort-defaults`` the same with ONNX Runtime's CPU arena and memory patterns
+switched back on. Each child serves s, m, l and full in rotation and reports its peak RSS after
+warm-up (the first pass) and at the end. The goal (issue 12): peak RSS <= 1.5 x one DiT's weight
+bytes + 1.5 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+GIB = 2**30
+
+
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def serve(folder: Path, setting: str, rotations: int) -> dict:
+    """One child process: load the folder and serve every bucket ``rotations`` times."""
+    import numpy as np
+
+    from hilo_export.export.backends.ort import OrtBackend
+    from hilo_export.export.manifest import read_manifest
+    from hilo_export.runtime import HiLoRuntime
+
+    backend = OrtBackend(arena=setting == "ort-defaults")
+    runtime = HiLoRuntime.load(folder, backend=backend)
+    manifest = read_manifest(folder)
+    rng = np.random.default_rng(0)
+    order = [b["name"] for b in manifest["buckets"]]
+    after_warmup = None
+    for rotation in range(rotations):
+        for bucket in manifest["buckets"]:
+            feeds = {}
+            for value in bucket["inputs"]:
+                if value["name"] == "keep_indices":
+                    n = manifest["grid"][0] * manifest["grid"][1]
+                    feeds["keep_indices"] = np.sort(rng.choice(n, value["shape"][1], replace=False))[None].astype(np.int64)
+                else:
+                    feeds[value["name"]] = rng.standard_normal(value["shape"]).astype(value["dtype"])
+            runtime.run_bucket(bucket["name"], feeds)
+        if rotation == 0:
+            after_warmup = peak_rss()
+    return {"setting": setting, "buckets": order, "peak_after_warmup": after_warmup, "peak": peak_rss()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="flux-shaped")
+    parser.add_argument("--resolution", default="512x512")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per setting, alternated")
+    parser.add_argument("--rotations", type=int, default=2, help="passes over every bucket per process")
+    parser.add_argument("--out", type=Path, help="engine folder [default: engines/<model>-<resolution>]")
+    parser.add_argument("--child", nargs=2, metavar=("FOLDER", "SETTING"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(serve(Path(args.child[0]), args.child[1], args.rotations)))
+        return
+
+    from hilo_export.export import BuildRequest, build, parse_resolution
+    from hilo_export.export.builder import default_out_dir
+    from hilo_export.export.manifest import read_manifest
+    from hilo_export.model.loading import load_model
+
+    resolution = parse_resolution(args.resolution)
+    folder = build(BuildRequest(args.model, resolution=resolution, out_dir=args.out or default_out_dir(args.model, resolution)),
+                   progress=lambda m: print(m, file=sys.stderr))
+    manifest = read_manifest(folder)
+    weights = sum(p.numel() * p.element_size() for p in load_model(args.model).model.parameters())
+    files = {kind: sum(f["bytes"] for f in g["files"]) for kind, g in manifest["graphs"].items()}
+    goal = 1.5 * weights + 1.5 * GIB
+    print(f"{args.model} at {resolution[0]}x{resolution[1]}: one DiT's weights {weights / GIB:.2f} GiB; graph files "
+          + ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in files.items()) + f"; goal: peak RSS <= {goal / GIB:.2f} GiB")
+    results: dict[str, list[dict]] = {"current": [], "ort-defaults": []}
+    for round_ in range(args.rounds):
+        for setting in results if round_ % 2 == 0 else reversed(list(results)):
+            out = subprocess.run([sys.executable, __file__, "--rotations", str(args.rotations), "--child", str(folder), setting],
+                                 check=True, capture_output=True, text=True).stdout
+            results[setting].append(json.loads(out.strip().splitlines()[-1]))
+    print(f"serving {', '.join(results['current'][0]['buckets'])} in rotation, {args.rotations} passes per process, "
+          f"{args.rounds} processes per setting (alternated)")
+    print(f"{'setting':14s} {'peak after warm-up':>20s} {'peak':>18s} {'peak / goal':>12s}")
+    for setting, runs in results.items():
+        warm = [r["peak_after_warmup"] / GIB for r in runs]
+        peak = [r["peak"] / GIB for r in runs]
+        print(f"{setting:14s} {min(warm):8.2f}-{max(warm):.2f} GiB {min(peak):8.2f}-{max(peak):.2f} GiB "
+              f"{max(peak) * GIB / goal:11.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Training checkpoints passed to the scripts load without running pickled code."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hilo_export.reference import model as ref
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_checkpoint_with_pickled_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"ema": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(ref.CheckpointError, match="loads safely"):
+        ref.load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(ref.CheckpointError):
+        script("evaluate_reference").load_model(str(tmp_path / "evil.pt"))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_training_checkpoint_round_trips(tmp_path):
+    model = ref.new_model()
+    rng = np.random.default_rng(0)
+    torch.save({"model": model.state_dict(), "ema": model.state_dict(), "step": 3, "history": [[1, 0.5]],
+                "rng": rng.bit_generator.state, "noise": torch.Generator().get_state(),
+                "args": {"out": str(tmp_path), "steps": 3}}, tmp_path / "ok.pt")
+    state = ref.load_checkpoint(tmp_path / "ok.pt")
+    assert state["step"] == 3 and state["rng"] == rng.bit_generator.state
+    loaded = script("evaluate_reference").load_model(str(tmp_path / "ok.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
