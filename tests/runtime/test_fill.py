@@ -155,3 +155,53 @@ def test_calls_hilo_cannot_plan_are_clear_errors(pipe, runtime):
     with pytest.raises(FillPlanningError, match="--token-size 16"):
         hilo_export.apply(pipe, PlannedTransformer(pipe.transformer, 8, "s", PlannerConfig()))
     assert "prepare_latents" not in vars(pipe)  # a refused apply changes nothing
+
+
+def test_edit_command_runs_a_fill_pipeline_folder(fill_folder, fill_built, tmp_path):
+    from click.testing import CliRunner
+
+    from hilo_export.cli import main
+
+    image, mask = fill_inputs()
+    Image.fromarray(image).save(tmp_path / "in.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ["edit", "--model", str(fill_folder), "--engines", str(fill_built), "--image", str(tmp_path / "in.png"),
+              "--mask", str(tmp_path / "mask.png"), "--steps", "2"]
+    out = tmp_path / "out" / "edit.png"
+    result = CliRunner().invoke(main, [*common, "--prompt", "a red cup", "--compare", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "ignored" not in result.output and "in-mask PSNR HiLo vs dense" in result.output
+    edited = np.asarray(Image.open(out))
+    assert np.array_equal(edited[mask == 0], image[mask == 0])
+    assert Image.open(tmp_path / "out" / "edit.compare.png").size[0] == 6 * FILL_SIZE
+    assert (tmp_path / "out" / "edit.dense.png").exists()
+    other = tmp_path / "other.png"
+    result = CliRunner().invoke(main, [*common, "--prompt", "a blue dog", "--out", str(other)])
+    assert result.exit_code == 0, result.output
+    assert not np.array_equal(np.asarray(Image.open(other)), edited)  # the prompt is used
+
+
+def test_edit_command_checks_every_argument_before_a_build(fill_folder, built, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hilo_export.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    image, mask = fill_inputs()
+    Image.fromarray(image[:120, :120]).save("odd.png")
+    Image.fromarray(mask[:120, :120]).save("odd-mask.png")
+    Image.fromarray(image).save("in.png")
+    Image.fromarray(mask).save("mask.png")
+
+    def edit(*args):
+        return CliRunner().invoke(main, ["edit", "--out", "never.png", *args])
+
+    result = edit("--model", str(fill_folder), "--image", "odd.png", "--mask", "odd-mask.png")
+    assert result.exit_code == 1 and "multiples of 16 px" in result.output
+    result = edit("--model", str(fill_folder), "--engines", str(built), "--image", "in.png", "--mask", "mask.png")
+    assert result.exit_code == 1 and f"not of {fill_folder}" in result.output
+    result = edit("--model", str(fill_folder / "transformer"), "--image", "in.png", "--mask", "mask.png")
+    assert result.exit_code == 1 and "no model_index.json" in result.output
+    result = edit("--model", "someone/not-cached", "--image", "in.png", "--mask", "mask.png")
+    assert result.exit_code == 1 and "not a built-in" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "mask.png", "odd-mask.png", "odd.png"]
