@@ -152,9 +152,7 @@ class PlannedTransformer(_PlannedStep):
         return self.plan
 
     def forward(self, hidden_states: torch.Tensor, return_dict: bool = True, **kwargs: Any):
-        plan = self._plan_for_call()
-        if plan.bucket == FULL:
-            return self.model(hidden_states=hidden_states, return_dict=return_dict, **kwargs)
+        plan = self._plan_for_call()  # a full plan runs through HiLoTransformer too: every token, in order
         fill = self._fill_for(hidden_states, kwargs.get("timestep"))
         return self.hilo(hidden_states=hidden_states, plan=plan, fill=fill, return_dict=return_dict, **kwargs)
 
