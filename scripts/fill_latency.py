@@ -1,7 +1,7 @@
 """Latency of a whole Fill edit (planner + text encoding + steps + VAE), HiLo against dense, in one run.
 
     python scripts/fill_latency.py [--size 256] [--steps 8] [--rounds 3] [--flux-resolution 512x512]
-                                   [--flux-rounds 2] [--no-flux]
+                                   [--flux-rounds 2] [--no-flux] [--no-tiny]
 
 Tiny pipeline: a random ``FluxFillPipeline`` from configs (hilo_export.model.tiny_fill), saved to
 engines/tiny-fill and built there, edits the bundled photo and mask (resized by the pipeline) under
@@ -141,14 +141,14 @@ def flux_shaped(args) -> None:
             if round_:
                 seconds[name].append(time.perf_counter() - start)
     full = statistics.median(seconds["full"])
-    plan_ms = statistics.median(planner)
+    plan_s = statistics.median(planner)
     print(f"\nflux-shaped, {width}x{height} ({runtime.grid[0] * runtime.grid[1]} tokens), composed edit = planner + "
           f"{args.steps} x step (text encoding and VAE not included); the bundled mask plans bucket {plan.bucket}; "
-          f"planner {plan_ms * 1e3:.1f} ms; median (min-max) of {args.flux_rounds} interleaved rounds")
+          f"planner {spread(planner)}; median (min-max) of {args.flux_rounds} interleaved rounds")
     print("| bucket | kept tokens | step | composed edit | speedup vs full |")
     print("|---|---|---|---|---|")
     for name, values in seconds.items():
-        edit = (0 if name == "full" else plan_ms) + args.steps * statistics.median(values)
+        edit = (0 if name == "full" else plan_s) + args.steps * statistics.median(values)
         print(f"| {name} | {runtime.buckets[name]['kept']} | {spread(values)} | {edit:.1f} s | "
               f"{(args.steps * full) / edit:.2f}x |")
 
@@ -169,8 +169,10 @@ def main() -> None:
     parser.add_argument("--flux-resolution", default="512x512")
     parser.add_argument("--flux-rounds", type=int, default=2)
     parser.add_argument("--no-flux", action="store_true", help="only the tiny pipeline")
+    parser.add_argument("--no-tiny", action="store_true", help="only flux-shaped")
     args = parser.parse_args()
-    tiny(args)
+    if not args.no_tiny:
+        tiny(args)
     if not args.no_flux:
         flux_shaped(args)
 

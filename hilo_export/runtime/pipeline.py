@@ -245,7 +245,11 @@ def apply(pipe: Any, runtime: HiLoRuntime | PlannedTransformer, fill: str | None
     else:
         hilo = EngineTransformer(runtime, stock, fill)
     planning = FillPlanning(pipe, hilo, composite) if fill_pipeline else None  # checks before anything changes
-    pipe.transformer = hilo
     if planning is not None:
-        planning.install()
+        try:
+            planning.install()
+        except Exception:
+            planning.remove()  # leave the pipeline as it was
+            raise
+    pipe.transformer = hilo
     return Applied(pipe, stock, hilo, planning)
