@@ -106,6 +106,12 @@ class EngineTransformer(_PlannedStep):
             raise ValueError("joint_attention_kwargs (e.g. LoRA scale) cannot change a built engine; fuse them before export")
         feeds = {name: kwargs[name] for name in self._inputs if name not in ("hidden_states", "keep_indices", "fill")
                  and kwargs.get(name) is not None}
+        text, text_len = kwargs.get("encoder_hidden_states"), self.runtime.manifest["text_len"]
+        if text is not None and text.shape[1] != text_len:
+            raise RuntimeInputError(
+                f"the prompt embeddings have {text.shape[1]} tokens but the engines were built for {text_len}: call the "
+                f"pipeline with max_sequence_length={text_len}, or build with --text-len {text.shape[1]}"
+            )
         fill = self._fill_for(hidden_states, kwargs.get("timestep"))
         batch, engine_batch = hidden_states.shape[0], self.runtime.manifest["batch"]
         if batch % engine_batch:

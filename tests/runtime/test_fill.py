@@ -11,7 +11,7 @@ from PIL import Image
 import hilo_export
 from hilo_export.model.loading import load_model, model_folder
 from hilo_export.planning import PlannerConfig, plan_tokens
-from hilo_export.runtime import FillPlanningError, HiLoRuntime, PlannedTransformer
+from hilo_export.runtime import FillPlanningError, HiLoRuntime, PlannedTransformer, RuntimeInputError
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +151,9 @@ def test_calls_hilo_cannot_plan_are_clear_errors(pipe, runtime):
                  height=FILL_SIZE, width=FILL_SIZE, num_inference_steps=1, max_sequence_length=FILL_TEXT_LEN)
         with pytest.raises(FillPlanningError, match=f"width={FILL_SIZE}, height={FILL_SIZE}"):
             run(pipe, image, mask, height=64, width=64)
+        with pytest.raises(RuntimeInputError, match=f"max_sequence_length={FILL_TEXT_LEN}"):
+            pipe(prompt="a cup", image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=FILL_SIZE,
+                 width=FILL_SIZE, num_inference_steps=1, max_sequence_length=2 * FILL_TEXT_LEN)
     assert type(pipe.transformer).__name__ == "FluxTransformer2DModel"
     with pytest.raises(FillPlanningError, match="--token-size 16"):
         hilo_export.apply(pipe, PlannedTransformer(pipe.transformer, 8, "s", PlannerConfig()))
