@@ -105,6 +105,12 @@ def test_dropped_tokens_land_on_the_known_image(pipe, runtime):
     packed = pipe._pack_latents(mean, 1, mean.shape[1], mean.shape[2], mean.shape[3])
     std = pipe.vae.encode(pixels).latent_dist.std * pipe.vae.config.scaling_factor
     assert ((known - packed).abs() <= 6 * pipe._pack_latents(std, 1, *std.shape[1:]) + 1e-6).all()
+    # with latents= the pipeline skips its encoding of the input; HiLo encodes it once itself
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(3))
+    with hilo_export.apply(pipe, runtime) as h:
+        given = run(pipe, image, mask, output_type="latent", latents=noise)
+        assert h.transformer.known is not None
+        assert (given[:, dropped] - h.transformer.known[:, dropped]).abs().max() < 1e-5
     # the low-frequency fill lets them drift: the known-image velocity is what holds them
     with hilo_export.apply(pipe, runtime, fill="lowfreq"):
         drifting = run(pipe, image, mask, output_type="latent")
