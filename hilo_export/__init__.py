@@ -14,11 +14,11 @@ from .planning import LowFreqLayout, PlanError, PlannerConfig, TokenPlan, plan_b
 from .runtime import HiLoRuntime  # noqa: E402
 
 
-def apply(pipe: Any, runtime: Any, fill: str | None = None) -> Any:
-    """Swap a diffusers pipeline's transformer for HiLo engines; ``.restore()`` undoes it (see ``runtime.apply``)."""
+def apply(pipe: Any, runtime: Any, fill: str | None = None, composite: bool = False) -> Any:
+    """Run a diffusers pipeline's transformer with HiLo; ``.restore()`` undoes it (see ``runtime.apply``)."""
     from .runtime.pipeline import apply as apply_to_pipeline
 
-    return apply_to_pipeline(pipe, runtime, fill)
+    return apply_to_pipeline(pipe, runtime, fill, composite)
 
 
 __all__ = ["HiLoRuntime", "HiLoTransformer", "LowFreqLayout", "PlanError", "PlannerConfig", "TokenPlan", "apply", "plan_batch", "plan_tokens"]

@@ -221,8 +221,10 @@ def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray,
 
 
 @main.command()
+@click.option("--model", default="reference", show_default=True,
+              help="The built-in reference model, or a saved diffusers FluxFillPipeline (folder or hub-cache id).")
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A built folder of reference-model engines [default: build (or reuse) them for the image's size].")
+              help="A built folder of the model's engines [default: build (or reuse) them for the image's size].")
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=example_image_path, show_default="the bundled example")
 @click.option("--mask", "mask_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -232,9 +234,10 @@ def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray,
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--compare", is_flag=True, help="Also run the dense model: OUT.dense.png and a side-by-side OUT.compare.png.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the edited PNG.")
-def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> None:
+def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, out) -> None:
     """Inpaint the mask with the HiLo engines (a real flow-matching pipeline)."""
     from .evaluation.edit import EditError, comparison_picture, run_edit
+    from .evaluation.fill_edit import run_fill_edit
     from .evaluation.metrics import psnr
     from .export.backends import BackendError
     from .export.builder import BuildError
@@ -243,17 +246,22 @@ def edit(engines, image_path, mask_path, prompt, steps, seed, compare, out) -> N
     from .files import atomic_path
     from .model.loading import ModelError
     from .reference.pipeline import EditInputError
+    from .runtime.fill import FillPlanningError
     from .runtime.runtime import RuntimeInputError
 
     image, mask = _read_image_and_mask(image_path, mask_path)
-    if prompt:
+    if prompt and model == "reference":
         _echo("note: the reference model is unconditional; --prompt is ignored")
     if not mask.any():
         raise click.ClickException("the mask is empty: paint the region to edit white")
     try:
-        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare, progress=_echo)
+        if model == "reference":
+            outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare, progress=_echo)
+        else:
+            outcome = run_fill_edit(model, image, mask, prompt, engines, steps=steps, seed=seed, compare=compare,
+                                    progress=_echo)
     except (EditError, EditInputError, BuildError, ExportError, ManifestError, ModelError, BackendError, RuntimeInputError,
-            PlanError, BucketError) as err:
+            PlanError, BucketError, FillPlanningError) as err:
         raise click.ClickException(str(err)) from None
     from PIL import Image
 

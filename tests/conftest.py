@@ -131,3 +131,37 @@ def edit_inputs(size: int = EDIT_SIZE, seed: int = 0) -> tuple[np.ndarray, np.nd
     rng = np.random.default_rng(seed)
     cy, cx = rng.uniform(0.3, 0.7, 2) * size
     return image, (y - cy) ** 2 + (x - cx) ** 2 < (0.18 * size) ** 2
+
+
+# A saved tiny FluxFillPipeline (sharded transformer weights) and its engines, built once by the CLI.
+FILL_SIZE = 128  # 8 x 8 tokens of 16 px
+FILL_TEXT_LEN = 8
+
+
+@pytest.fixture(scope="session")
+def fill_folder(tmp_path_factory):
+    from hilo_export.model.tiny_fill import save_tiny_fill_pipeline
+
+    return save_tiny_fill_pipeline(tmp_path_factory.mktemp("pipelines") / "tiny-fill")
+
+
+@pytest.fixture(scope="session")
+def fill_built(fill_folder, engines_root):
+    from click.testing import CliRunner
+
+    from hilo_export.cli import main
+
+    out = engines_root / f"tiny-fill-{FILL_SIZE}x{FILL_SIZE}"
+    args = ["build", "--model", str(fill_folder), "--resolution", f"{FILL_SIZE}x{FILL_SIZE}",
+            "--text-len", str(FILL_TEXT_LEN), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def fill_inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB at FILL_SIZE with texture in one corner, and a small square mask (uint8, 255 = edit)."""
+    image = textured_image(FILL_SIZE // TOKEN, FILL_SIZE // TOKEN, seed)
+    mask = np.zeros((FILL_SIZE, FILL_SIZE), np.uint8)
+    mask[72:96, 80:104] = 255
+    return image, mask

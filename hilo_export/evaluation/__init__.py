@@ -1,4 +1,5 @@
-"""Measuring the product: one edit next to the dense model (``edit``), the mask suite, the
+"""Measuring the product: one edit next to the dense model (``edit``; ``fill_edit`` for a saved
+``FluxFillPipeline``), the mask suite, the
 latency/fidelity bench and the planner sweep, metrics, FLOP counts, reports, and ``validate``
 (engines against torch, through polygraphy; import it from ``evaluation.validate``).
 
@@ -7,6 +8,7 @@ May import every other stage; runtime code never imports this one.
 
 from .bench import BenchError, BenchSettings, run_bench
 from .edit import EditError, comparison_picture, run_edit
+from .fill_edit import run_fill_edit
 from .masks import CATEGORY_RATIOS, mask_suite, write_suite
 from .metrics import psnr, ssim
 from .report import markdown, write_report
@@ -14,5 +16,5 @@ from .sweep import run_sweep, sweep_markdown
 
 __all__ = [
     "CATEGORY_RATIOS", "BenchError", "BenchSettings", "EditError", "comparison_picture", "markdown", "mask_suite", "psnr",
-    "run_bench", "run_edit", "run_sweep", "ssim", "sweep_markdown", "write_report", "write_suite",
+    "run_bench", "run_edit", "run_fill_edit", "run_sweep", "ssim", "sweep_markdown", "write_report", "write_suite",
 ]

@@ -48,9 +48,9 @@ def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, s
     runtime = HiLoRuntime.load(engines)
     if runtime.manifest["model"]["name"] != REFERENCE:
         raise EditError(
-            f"{engines} holds engines of {runtime.manifest['model']['name']}; edit runs the reference model's engines "
-            "(build them with: hilo-export build --model reference --resolution WxH). For another model, use "
-            "hilo_export.apply(pipe, runtime) on its diffusers pipeline."
+            f"{engines} holds engines of {runtime.manifest['model']['name']}; without --model, edit runs the reference "
+            "model's engines (build them with: hilo-export build --model reference --resolution WxH). For a saved "
+            "FluxFillPipeline pass --model FOLDER; for another pipeline use hilo_export.apply(pipe, runtime)."
         )
     pipe = ReferenceInpaintPipeline.from_reference()
     pipe.set_progress_bar_config(disable=not progress_bar)

@@ -1,5 +1,6 @@
 """The compressed model: HiLo custom ops, sequence plumbing, one adapter per model family,
-``HiLoTransformer`` (a stock diffusers DiT on the kept tokens) and model loading.
+``HiLoTransformer`` (a stock diffusers DiT on the kept tokens), model loading, and
+``tiny_fill`` (a tiny random ``FluxFillPipeline`` from configs, for tests and demos).
 
 Imports ``planning`` only. Holds no export or backend logic.
 """
@@ -14,6 +15,7 @@ from .loading import (
     ModelError,
     load_model,
     load_reference,
+    model_folder,
     reference_weights_dir,
     text_len_for,
     token_size_for,
@@ -24,6 +26,6 @@ from .transformer import HiLoTransformer
 
 __all__ = [
     "ADAPTERS", "BUILTIN_CONFIGS", "BUILTIN_NAMES", "DEFAULT_MODEL", "PLUGIN_ATTRIBUTES", "REFERENCE", "HiLoTransformer",
-    "LoadedModel", "ModelError", "PlanTensors", "adapter_for", "compress", "expand", "load_model", "load_reference",
+    "LoadedModel", "ModelError", "PlanTensors", "adapter_for", "compress", "expand", "load_model", "load_reference", "model_folder",
     "reference_weights_dir", "text_len_for", "token_gather", "token_scatter", "token_size_for",
 ]

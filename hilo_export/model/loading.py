@@ -149,15 +149,25 @@ def _from_folder(path: Path) -> torch.nn.Module:
 
 
 def _from_cache(model_id: str) -> torch.nn.Module:
+    return _from_folder(cached_folder(model_id))
+
+
+def model_folder(name: str) -> Path:
+    """The folder of a local model or pipeline (``name`` a path), or of a model id in the local hub cache."""
+    path = Path(name).expanduser()
+    return path if path.exists() else cached_folder(name)
+
+
+def cached_folder(model_id: str) -> Path:
+    """The snapshot folder of ``model_id`` in the local Hugging Face cache; never downloads."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     try:
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(model_id, local_files_only=True, allow_patterns=["transformer/*", "*.json"]))
+        return Path(snapshot_download(model_id, local_files_only=True))
     except Exception:  # noqa: BLE001 - any lookup failure means: not available offline
         known = ", ".join(BUILTIN_NAMES)
         raise ModelError(
             f"model {model_id!r} is not a built-in ({known}), a local folder, or in the local Hugging Face cache; "
             f"download it first (huggingface-cli download {model_id}) or pass its folder"
         ) from None
-    return _from_folder(folder)

@@ -4,7 +4,8 @@ run) and its diffusers integration (``apply`` swaps a pipeline's transformer for
 Imports ``planning``, ``model`` and the manifest and backends of ``export``; never re-exports.
 """
 
+from .fill import FillPlanningError
 from .pipeline import Applied, EngineTransformer, PlannedTransformer, apply
 from .runtime import HiLoRuntime, RuntimeInputError
 
-__all__ = ["Applied", "EngineTransformer", "HiLoRuntime", "PlannedTransformer", "RuntimeInputError", "apply"]
+__all__ = ["Applied", "EngineTransformer", "FillPlanningError", "HiLoRuntime", "PlannedTransformer", "RuntimeInputError", "apply"]
