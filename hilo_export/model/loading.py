@@ -69,9 +69,16 @@ def load_model(name: str) -> LoadedModel:
     path = Path(name).expanduser()
     if path.exists():
         model = _from_folder(path)
-        return LoadedModel(str(path.resolve()), "folder", model, weights_sha256(model))
-    model = _from_cache(name)
-    return LoadedModel(name, "cache", model, weights_sha256(model))
+        return LoadedModel(str(path.resolve()), "folder", model, folder_weights_sha256(path))
+    folder = cached_folder(name)
+    return LoadedModel(name, "cache", _from_folder(folder), folder_weights_sha256(folder))
+
+
+def folder_weights_sha256(path: Path) -> str:
+    """The weights digest of a folder: its safetensors files' bytes (what a lean build reads too)."""
+    from .weights import ShardedWeights, model_folder
+
+    return ShardedWeights(model_folder(path)).sha256()
 
 
 def reference_weights_dir() -> Path:
@@ -137,7 +144,8 @@ def _from_folder(path: Path) -> torch.nn.Module:
         raise ModelError(f"cannot load the model in {folder}: {str(err).splitlines()[0]}") from None
 
 
-def _from_cache(model_id: str) -> torch.nn.Module:
+def cached_folder(model_id: str) -> Path:
+    """The local hub-cache folder of ``model_id`` (never downloads)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network
     try:
         from huggingface_hub import snapshot_download
@@ -149,4 +157,4 @@ def _from_cache(model_id: str) -> torch.nn.Module:
             f"model {model_id!r} is not a built-in ({known}), a local folder, or in the local Hugging Face cache; "
             f"download it first (huggingface-cli download {model_id}) or pass its folder"
         ) from None
-    return _from_folder(folder)
+    return folder

@@ -43,8 +43,7 @@ class OrtBackend:
         return "cuda" if "CUDAExecutionProvider" in self.providers() else "cpu"
 
     def check_precision(self, precision: str) -> None:
-        if precision != "fp32" and self.device() == "cpu":
-            raise BackendError(f"ONNX Runtime on the CPU runs fp32 engines; build with --precision fp32 (got {precision})")
+        pass  # ONNX files of every precision build anywhere; where they run is the runtime's question
 
     def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]:
         return []  # the ONNX file is the engine
@@ -58,7 +57,15 @@ class OrtBackend:
             options.add_free_dimension_override_by_name(K_AXIS, kept)
         if self.threads:
             options.intra_op_num_threads = self.threads
-        return self._ort.InferenceSession(str(onnx_path), options, providers=self.providers())
+        try:
+            return self._ort.InferenceSession(str(onnx_path), options, providers=self.providers())
+        except self._ort.capi.onnxruntime_pybind11_state.NotImplemented as err:
+            # ORT's CPU provider has no bfloat16 kernels for most ops (Mul, MatMul, ...)
+            raise BackendError(
+                f"ONNX Runtime {self.version()} on {self.device()} has no kernel for a node of {onnx_path.name} "
+                f"({str(err).split(':')[-1].strip()}); a bf16 folder needs a GPU (onnxruntime-gpu, or --backend trt): "
+                "on a CPU, build with --precision fp16 or fp32"
+            ) from None
 
 
 class OrtRunner:
