@@ -195,6 +195,7 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         layout = plan_weights(source.weights, dtype, out_dir / weights["files"][0]["path"])
         export_graph(EngineGraph(adapter, source.meta.to(dtype), spec).eval(), onnx_path, layout, progress)
         check = _check(source, adapter, spec, onnx_path, profiles, progress)
+        check["tensorrt"] = _trt_check(onnx_path, backend.name, progress)
         files = [file_entry(out_dir, onnx_path), *weights["files"]]
 
     onnx_sha = files[0]["sha256"]
@@ -238,6 +239,20 @@ def _check(source: ExportModel, adapter, spec: GraphSpec, onnx_path: Path, profi
     if "skipped" in check:
         progress(f"{spec.kind} graph: not checked here: {check['skipped']}")
     return check
+
+
+def _trt_check(onnx_path: Path, backend: str, progress) -> dict[str, Any]:
+    """TensorRT's published ONNX support, checked statically: an error for a trt build, a warning otherwise."""
+    from .trt_check import TENSORRT_VERSION, check_graph
+
+    rejections = [str(r) for r in check_graph(onnx_path)]
+    if rejections and backend == "trt":
+        raise BuildError(f"TensorRT {TENSORRT_VERSION} would reject {len(rejections)} node(s): " + "; ".join(rejections[:5]))
+    for rejection in rejections:
+        progress(f"warning: TensorRT {TENSORRT_VERSION} would reject {rejection}")
+    if not rejections:
+        progress(f"{onnx_path.name}: every node is in TensorRT {TENSORRT_VERSION}'s ONNX operator support")
+    return {"version": TENSORRT_VERSION, "rejected": rejections}
 
 
 def _planner_model(request: BuildRequest, table: tuple[Bucket, ...], out_dir: Path, previous: dict[str, Any] | None,
@@ -322,7 +337,7 @@ def _graph_key(loaded: LoadedModel, spec: GraphSpec, weights_key: str) -> str:
 def _export_code_digest() -> str:
     """sha256 of the code that shapes a graph, so a changed exporter never reuses an old file."""
     return _code_digest(["hilo_export.model", "hilo_export.export.graph", "hilo_export.export.external",
-                         "hilo_export.export.precision"])
+                         "hilo_export.export.precision", "hilo_export.export.trt_check"])
 
 
 def _code_digest(modules: list[str]) -> str:
