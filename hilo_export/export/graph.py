@@ -141,7 +141,7 @@ def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
             raise ExportError(f"torch.onnx.export failed for the {spec.kind} graph: {str(err).splitlines()[0]}") from err
     attach(program.model, weights, constants, path.parent)
     progress(f"optimizing {spec.kind} graph")
-    program.optimize()
+    optimize(program.model)
     if spec.precision != "fp32":
         upcast = compute_in_float32(program.model)
         progress(f"{spec.kind} graph: {upcast} LayerNormalization/Softmax nodes compute in float32")
@@ -155,6 +155,23 @@ def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
     proto.doc_string = f"hilo-export {spec.kind} engine graph: {spec.to_json()}"
     progress(f"writing {path.name}")
     return _save(proto, path)
+
+
+def optimize(model) -> None:
+    """The exporter's optimizer, except that nothing computed from a weight is folded.
+
+    By default it folds e.g. the Transpose of every weight (a single consumer) into a new
+    constant: a transposed copy of the whole model inside the graph file, in memory while it
+    is written. Leaving those nodes keeps the weights in the shared file, read by reference;
+    TensorRT and ONNX Runtime fold them when they load the graph.
+    """
+    import onnx_ir as ir
+    from onnxscript.optimizer import optimize_ir
+
+    def reads_a_weight(node) -> bool | None:
+        return False if any(v is not None and isinstance(v.const_value, ir.ExternalTensor) for v in node.inputs) else None
+
+    optimize_ir(model, should_fold=reads_a_weight)
 
 
 def _on_meta(graph: EngineGraph) -> EngineGraph:
