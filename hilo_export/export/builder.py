@@ -193,7 +193,9 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
     else:
         dtype = PRECISIONS[spec.precision]
         layout = plan_weights(source.weights, dtype, out_dir / weights["files"][0]["path"])
-        export_graph(EngineGraph(adapter, source.meta.to(dtype), spec).eval(), onnx_path, layout, progress)
+        # torch.nn.Module.to: diffusers' own .to() warns about fp32 modules, which a meta model does not have
+        meta = torch.nn.Module.to(source.meta, dtype)
+        export_graph(EngineGraph(adapter, meta, spec).eval(), onnx_path, layout, progress)
         check = _check(source, adapter, spec, onnx_path, profiles, progress)
         check["tensorrt"] = _trt_check(onnx_path, backend.name, progress)
         files = [file_entry(out_dir, onnx_path), *weights["files"]]
