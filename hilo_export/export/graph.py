@@ -27,9 +27,10 @@ from .precision import compute_in_float32
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_OPSET = 20
-# max |onnx - torch| / max |torch| accepted after export: fp32 matches to rounding, lower
-# precisions to their resolution
-TOLERANCES = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}
+# max |onnx - torch| / max |torch| accepted after export, against float32 torch: fp32 matches
+# to rounding; fp16 and bf16 cost their resolution, and eager torch in that precision misses
+# by as much (Flux width, fp16: 1.7e-2 to 2.3e-2; tiny-flux, bf16: 4.9e-2 to 5.7e-2; README)
+TOLERANCES = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 1e-1}
 
 
 class ExportError(RuntimeError):
