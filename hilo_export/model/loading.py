@@ -75,10 +75,12 @@ def load_model(name: str) -> LoadedModel:
 
 
 def folder_weights_sha256(path: Path) -> str:
-    """The weights digest of a folder: its safetensors files' bytes (what a lean build reads too)."""
-    from .weights import ShardedWeights, model_folder
+    """The weights digest of a folder, read one tensor at a time: equal to ``weights_sha256`` of the
+    model the folder holds (in its stored dtype), so a saved built-in keeps its digest."""
+    from .weights import ShardedWeights, meta_model, model_folder
 
-    return ShardedWeights(model_folder(path)).sha256()
+    folder = model_folder(path)
+    return ShardedWeights(folder).sha256(list(meta_model(folder).state_dict()))
 
 
 def reference_weights_dir() -> Path:
@@ -105,8 +107,13 @@ def token_size_for(name: str) -> int:
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
+    return tensors_sha256(model.state_dict().items())
+
+
+def tensors_sha256(tensors) -> str:
+    """sha256 of (key, tensor) pairs: names, dtypes, shapes and bytes, in the order given."""
     digest = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
+    for key, tensor in tensors:
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{key}:{data.dtype}:{tuple(data.shape)};".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")

@@ -11,7 +11,6 @@ Kept apart from ``loading.py`` (which materializes models) on purpose.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -105,15 +104,11 @@ class ShardedWeights:
         with safe_open(path, framework="pt") as f:
             return f.get_tensor(key).clone()  # clone: own storage, not a view of the mapping
 
-    def sha256(self) -> str:
-        """sha256 over every weight file's bytes (read in chunks), in name order."""
-        digest = hashlib.sha256()
-        for path in self.files:
-            digest.update(path.name.encode() + b"\0")
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 24), b""):
-                    digest.update(chunk)
-        return digest.hexdigest()
+    def sha256(self, keys: list[str]) -> str:
+        """``tensors_sha256`` of the tensors ``keys`` (the model's state_dict order), one in memory at a time."""
+        from .loading import tensors_sha256
+
+        return tensors_sha256((key, self.tensor(key)) for key in keys)
 
 
 _TORCH_DTYPES = {
@@ -192,7 +187,7 @@ def load_for_export(name: str) -> ExportModel:
     weights = ShardedWeights(folder)
     meta = meta_model(folder)
     check_covers(meta, weights, str(folder))
-    loaded = LoadedModel(shown, "folder" if path.exists() else "cache", meta, weights.sha256())
+    loaded = LoadedModel(shown, "folder" if path.exists() else "cache", meta, weights.sha256(list(meta.state_dict())))
     fp32_bytes = sum(4 * math.prod(shape) for _, shape in weights.entries().values())
     eager = (lambda: _from_folder(source).float()) if fp32_bytes <= EAGER_CHECK_BYTES else None
     return ExportModel(loaded, meta, weights, eager)
