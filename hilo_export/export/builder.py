@@ -35,7 +35,7 @@ from .graph import (
     check_against_torch,
     export_graph,
 )
-from .external import WeightsFile, plan_weights, write_weights
+from .external import plan_weights, write_weights
 from .manifest import (
     SCHEMA_VERSION,
     ManifestError,
@@ -177,8 +177,8 @@ def _weights(source: ExportModel, precision: str, out_dir: Path, previous: dict[
         progress(f"weights: up to date ({path.name})")
         return old
     planned = plan_weights(source.weights, PRECISIONS[precision], path)
-    write_weights(source.weights, planned, progress)
-    return {"key": key, "files": [file_entry(out_dir, path)]}
+    sha256 = write_weights(source.weights, planned, progress)
+    return {"key": key, "files": [{"path": path.name, "sha256": sha256, "bytes": path.stat().st_size}]}
 
 
 def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpec, profiles: list[Profile], backend,
@@ -187,7 +187,8 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
     key = _graph_key(loaded, spec, weights["key"])
     old = (previous or {}).get("graphs", {}).get(spec.kind)
     onnx_path = out_dir / f"{spec.kind}-{key[:16]}.onnx"
-    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+    # the weights file was verified (or written) just before, and the key covers it: check the graph's own file
+    if old and old["key"] == key and files_intact(out_dir, old["files"][:1]):
         progress(f"{spec.kind} graph: up to date ({onnx_path.name})")
         files, check = old["files"], old["check"]
     else:
