@@ -14,6 +14,7 @@ matrix) is a small constant of the graph and stays inside the ONNX file.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,10 +57,7 @@ def plan_weights(source: WeightSource, dtype: torch.dtype, path: Path) -> Weight
     offset = 0
     for key, (stored, shape) in sorted(source.entries().items()):
         target = dtype if stored.is_floating_point else stored
-        count = 1
-        for d in shape:
-            count *= d
-        length = count * target.itemsize
+        length = math.prod(shape) * target.itemsize
         layout[key] = (offset, length, tuple(shape), target)
         offset += length + (-length % ALIGNMENT)
     return WeightsFile(path, layout)
