@@ -123,13 +123,35 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--verbose", is_flag=True, help="Show polygraphy's full comparison report.")
-def validate(folder, verbose) -> None:
-    """Compare every bucket's engine with the torch reference (polygraphy); exit 1 on mismatch."""
+@click.option("--trt-check", is_flag=True,
+              help="Only check, statically, that TensorRT's ONNX parser supports every node of every graph (runs nothing).")
+@click.option("--tensorrt", "tensorrt_version", default="10.1", show_default=True,
+              help="The TensorRT version whose published operator support --trt-check uses.")
+def validate(folder, verbose, trt_check, tensorrt_version) -> None:
+    """Compare every bucket's engine with the torch reference (polygraphy); exit 1 on mismatch.
+
+    With --trt-check: check every graph against TensorRT's ONNX operator support instead; exit 1
+    naming every node TensorRT would reject."""
     from .evaluation.validate import validate as run_validate
     from .export.backends import BackendError
     from .export.manifest import ManifestError
     from .model.loading import ModelError
 
+    if trt_check:
+        from .export.trt_check import check_folder
+
+        try:
+            found = check_folder(folder, tensorrt_version)
+        except (ManifestError, ValueError) as err:
+            raise click.ClickException(str(err)) from None
+        for kind, rejections in found.items():
+            click.echo(f"graph {kind}: {'accepted' if not rejections else f'{len(rejections)} node(s) rejected'} "
+                       f"by TensorRT {tensorrt_version}'s ONNX parser (static check)")
+            for rejection in rejections:
+                click.echo(f"  {rejection}")
+        if any(found.values()):
+            raise click.ClickException(f"TensorRT {tensorrt_version} would reject the nodes above")
+        return
     try:
         results = run_validate(folder, progress=click.echo, verbose=verbose)
     except (ManifestError, ModelError, BackendError) as err:

@@ -51,7 +51,9 @@ def validate(folder: Path, progress: Callable[[str], None] = print, verbose: boo
     model = loaded.model if loaded.model.dtype == PRECISIONS[precision] else loaded.model.to(PRECISIONS[precision])
     adapter = adapter_for(model)
     if precision == "bf16":
-        raise ManifestError("validate compares through numpy, which has no bfloat16 type here; validate an fp16 or fp32 build")
+        raise ManifestError("validate does not compare bf16 folders (ONNX Runtime on a CPU has no bf16 kernels; the build "
+                            "checked the graphs with ONNX's reference evaluator, see inspect); check one statically with "
+                            "hilo-export validate --trt-check")
     atol = rtol = TOLERANCES[precision]  # against a torch model of the same dtype
     progress(
         f"tolerance: an element fails when |engine - torch| exceeds both {atol:g} and {rtol:g} * |torch| "

@@ -23,25 +23,21 @@ import torch
 
 from .. import __version__
 from ..model.adapters import adapter_for
-from ..model.loading import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    load_model,
-    text_len_for,
-    token_size_for,
-)
+from ..model.loading import DEFAULT_MODEL, LoadedModel, text_len_for, token_size_for
+from ..model.weights import ExportModel, load_for_export
 from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, parse_buckets
 from ..planning.plan import LowFreqLayout, PlannerConfig
 from .backends import Profile, get_backend
 from .graph import (
     ONNX_OPSET,
     PRECISIONS,
+    TOLERANCES,
     EngineGraph,
     GraphSpec,
     check_against_torch,
-    data_files,
     export_graph,
 )
+from .external import plan_weights, write_weights
 from .manifest import (
     DIGEST,
     SCHEMA_VERSION,
@@ -57,9 +53,9 @@ from .manifest import (
 # the files a build owns in its folder: anything else there is left alone. Dot-files are what
 # interrupted writes left (staging folders, atomic_path temporaries); the lock makes them stale.
 _OWNED = re.compile(
-    r"^(hilo|full|planner)-[0-9a-f]{16}.*\.(onnx|onnx\.data|plan)$"
-    r"|^\.(hilo|full|planner)-.*\.partial$"
-    r"|^\.((hilo|full|planner)-[0-9a-f]{16}[^/]*|manifest\.json)\.[^/]+$"
+    r"^(hilo|full|planner|weights)-[0-9a-f]{16}.*\.(onnx|onnx\.data|data|plan)$"
+    r"|^\.(hilo|full|planner|weights)-.*(\.partial|\.onnx|\.data)$"
+    r"|^\.((hilo|full|planner|weights)-[0-9a-f]{16}[^/]*|manifest\.json)\.[^/]+$"
 )
 LOCK = ".hilo-build.lock"  # held while a build writes the folder; never removed (see filelock's docs)
 
@@ -117,7 +113,7 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
         request = replace(request, token_size=token_size_for(request.model))
     if request.precision not in PRECISIONS:
         raise BuildError(f"unknown precision {request.precision!r}: use one of {', '.join(PRECISIONS)}")
-    backend.check_precision(request.precision)
+    backend.check_precision(request.precision)  # refuses only what the backend cannot build at all
     if request.token_size < 1:
         raise BuildError(f"token size must be a positive number of pixels, got {request.token_size}")
     if request.text_len is not None and request.text_len < 1:
@@ -139,31 +135,34 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
         raise BuildError(f"batch must be at least 1, got {request.batch}")
     table = parse_buckets(request.buckets)
 
-    progress(f"loading {request.model}")
-    loaded = load_model(request.model)
+    progress(f"loading {request.model} (shapes on the meta device; weights are streamed)")
+    source = load_for_export(request.model)
+    loaded = source.loaded
     try:
-        adapter = adapter_for(loaded.model)
+        adapter = adapter_for(source.meta)
     except TypeError as err:
         raise BuildError(str(err)) from None
-    model = loaded.model
-    if model.dtype != PRECISIONS[request.precision]:
-        model = model.to(PRECISIONS[request.precision])
     grid = (height // request.token_size, width // request.token_size)
     layout = None if request.config.lowfreq_factor is None else LowFreqLayout(request.config.lowfreq_factor, grid)
     text_len = request.text_len if request.text_len is not None else text_len_for(request.model)
     out_dir = Path(request.out_dir or default_out_dir(loaded.slug, request.resolution))
     with _locked(out_dir):
-        return _build_locked(request, backend, loaded, adapter, model, table, grid, layout, text_len, out_dir, progress)
+        return _build_locked(request, backend, source, adapter, table, grid, layout, text_len, out_dir, progress)
 
 
-def _build_locked(request, backend, loaded, adapter, model, table, grid, layout, text_len, out_dir: Path,
+def _build_locked(request, backend, source: ExportModel, adapter, table, grid, layout, text_len, out_dir: Path,
                   progress) -> Path:
+    loaded = source.loaded
     width, height = request.resolution
     n_tokens = grid[0] * grid[1]
     n_lowfreq = layout.count if layout else 0
     _remove_leftovers(out_dir)
     previous = _previous_manifest(out_dir)
     device = backend.device()
+    if request.precision != "fp32" and device == "cpu":
+        progress(f"note: {request.precision} graphs are meant for a GPU; ONNX Runtime on this CPU runs fp16 slowly "
+                 "and bf16 not at all (build fp32 to serve from a CPU)")
+    weights = _weights(source, request.precision, out_dir, previous, progress)
 
     groups = {"hilo": [b for b in table if not b.is_full], FULL: [b for b in table if b.is_full]}
     graphs: dict[str, Any] = {}
@@ -172,7 +171,7 @@ def _build_locked(request, backend, loaded, adapter, model, table, grid, layout,
             continue
         spec = GraphSpec(kind, grid, request.batch, text_len, request.config.lowfreq_factor, request.precision)
         profiles = [Profile(b.name, b.kept(n_tokens, n_lowfreq)) for b in buckets]
-        graphs[kind] = _graph(loaded, adapter, model, spec, profiles, backend, device, out_dir, previous, progress)
+        graphs[kind] = _graph(source, adapter, weights, spec, profiles, backend, device, out_dir, previous, progress)
 
     planner = _planner_model(request, table, out_dir, previous, progress)
 
@@ -183,7 +182,7 @@ def _build_locked(request, backend, loaded, adapter, model, table, grid, layout,
             "name": loaded.name,
             "source": loaded.source,
             "family": adapter.family,
-            "class": type(loaded.model).__name__,
+            "class": type(source.meta).__name__,
             "weights_sha256": loaded.weights_sha256,
             "config": _plain(dict(loaded.model.config)),
         },
@@ -196,6 +195,7 @@ def _build_locked(request, backend, loaded, adapter, model, table, grid, layout,
         "planner": request.config.to_dict(),
         "buckets_spec": format_buckets(table),
         "backend": _backend_entry(backend, device),
+        "weights": weights,
         "graphs": graphs,
         "buckets": [_bucket_entry(b, n_tokens, n_lowfreq, graphs) for b in table],
         "planner_model": planner,
@@ -210,23 +210,43 @@ def _build_locked(request, backend, loaded, adapter, model, table, grid, layout,
     return out_dir
 
 
-def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[Profile], backend, device: str,
-           out_dir: Path, previous: dict[str, Any] | None, progress) -> dict[str, Any]:
-    key = _graph_key(loaded, spec)
+def _weights(source: ExportModel, precision: str, out_dir: Path, previous: dict[str, Any] | None,
+             progress) -> dict[str, Any]:
+    """The one external-data file every graph of the build reads its weights from."""
+    key = json_sha256({
+        "weights": source.loaded.weights_sha256,
+        "precision": precision,
+        "code": _code_digest(["hilo_export.export.external"]),  # the file's layout
+    })
+    path = out_dir / f"weights-{key[:16]}.data"
+    old = (previous or {}).get("weights")
+    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+        progress(f"weights: up to date ({path.name})")
+        return old
+    planned = plan_weights(source.weights, PRECISIONS[precision], path)
+    sha256 = write_weights(source.weights, planned, progress)
+    return {"key": key, "files": [{"path": path.name, "sha256": sha256, "bytes": path.stat().st_size}]}
+
+
+def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpec, profiles: list[Profile], backend,
+           device: str, out_dir: Path, previous: dict[str, Any] | None, progress) -> dict[str, Any]:
+    loaded = source.loaded
+    key = _graph_key(loaded, spec, weights["key"])
     old = (previous or {}).get("graphs", {}).get(spec.kind)
     onnx_path = out_dir / f"{spec.kind}-{key[:16]}.onnx"
-    if old and old["key"] == key and files_intact(out_dir, old["files"]):
+    # the weights file was verified (or written) just before, and the key covers it: check the graph's own file
+    if old and old["key"] == key and files_intact(out_dir, old["files"][:1]):
         progress(f"{spec.kind} graph: up to date ({onnx_path.name})")
         files, check = old["files"], old["check"]
     else:
-        graph = EngineGraph(adapter, model, spec).eval()
-        export_graph(graph, onnx_path, progress)
-        ks = sorted({p.kept for p in profiles} | {1}) if spec.kind != FULL else [spec.n_tokens]
-        progress(f"{spec.kind} graph: checking ONNX Runtime against torch at K = {ks}")
-        check = check_against_torch(graph, onnx_path, ks)
-        if "skipped" in check:
-            progress(f"{spec.kind} graph: not checked here: {check['skipped']}")
-        files = [file_entry(out_dir, p) for p in data_files(onnx_path)]
+        dtype = PRECISIONS[spec.precision]
+        layout = plan_weights(source.weights, dtype, out_dir / weights["files"][0]["path"])
+        # torch.nn.Module.to: diffusers' own .to() warns about fp32 modules, which a meta model does not have
+        meta = torch.nn.Module.to(source.meta, dtype)
+        export_graph(EngineGraph(adapter, meta, spec).eval(), onnx_path, layout, progress)
+        check = _check(source, adapter, spec, onnx_path, profiles, progress)
+        check["tensorrt"] = _trt_check(onnx_path, backend.name, progress)
+        files = [file_entry(out_dir, onnx_path), *weights["files"]]
 
     onnx_sha = files[0]["sha256"]
     engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device,
@@ -254,6 +274,35 @@ def _graph(loaded: LoadedModel, adapter, model, spec: GraphSpec, profiles: list[
         "inputs": [_value_info(v) for v in proto.graph.input],
         "outputs": [_value_info(v) for v in proto.graph.output],
     }
+
+
+def _check(source: ExportModel, adapter, spec: GraphSpec, onnx_path: Path, profiles: list[Profile],
+           progress) -> dict[str, Any]:
+    """The exported graph against eager float32 torch, when the model is small enough to run here."""
+    if source.eager is None:
+        check = {"tolerance": TOLERANCES[spec.precision],
+                 "skipped": "the model is too large to run eagerly on the build machine; run hilo-export validate on the device"}
+    else:
+        ks = sorted({p.kept for p in profiles} | {1}) if spec.kind != FULL else [spec.n_tokens]
+        progress(f"{spec.kind} graph: checking the ONNX file against torch at K = {ks}")
+        check = check_against_torch(EngineGraph(adapter, source.eager(), spec).eval(), onnx_path, ks)
+    if "skipped" in check:
+        progress(f"{spec.kind} graph: not checked here: {check['skipped']}")
+    return check
+
+
+def _trt_check(onnx_path: Path, backend: str, progress) -> dict[str, Any]:
+    """TensorRT's published ONNX support, checked statically: an error for a trt build, a warning otherwise."""
+    from .trt_check import TENSORRT_VERSION, check_graph
+
+    rejections = [str(r) for r in check_graph(onnx_path)]
+    if rejections and backend == "trt":
+        raise BuildError(f"TensorRT {TENSORRT_VERSION} would reject {len(rejections)} node(s): " + "; ".join(rejections[:5]))
+    for rejection in rejections:
+        progress(f"warning: TensorRT {TENSORRT_VERSION} would reject {rejection}")
+    if not rejections:
+        progress(f"{onnx_path.name}: every node is in TensorRT {TENSORRT_VERSION}'s ONNX operator support")
+    return {"version": TENSORRT_VERSION, "rejected": rejections}
 
 
 def _planner_model(request: BuildRequest, table: tuple[Bucket, ...], out_dir: Path, previous: dict[str, Any] | None,
@@ -313,13 +362,14 @@ def _bucket_entry(bucket: Bucket, n_tokens: int, n_lowfreq: int, graphs: dict[st
     }
 
 
-def _graph_key(loaded: LoadedModel, spec: GraphSpec) -> str:
+def _graph_key(loaded: LoadedModel, spec: GraphSpec, weights_key: str) -> str:
     import diffusers
     import onnx
     import onnxscript
 
     content = {
         "weights": loaded.weights_sha256,
+        "weights_file": weights_key,  # the graph names that file and its offsets
         "class": type(loaded.model).__name__,
         "config": _plain(dict(loaded.model.config)),
         "spec": spec.to_json(),
@@ -336,7 +386,8 @@ def _graph_key(loaded: LoadedModel, spec: GraphSpec) -> str:
 
 def _export_code_digest() -> str:
     """sha256 of the code that shapes a graph, so a changed exporter never reuses an old file."""
-    return _code_digest(["hilo_export.model", "hilo_export.export.graph"])
+    return _code_digest(["hilo_export.model", "hilo_export.export.graph", "hilo_export.export.external",
+                         "hilo_export.export.precision", "hilo_export.export.trt_check"])
 
 
 def _code_digest(modules: list[str]) -> str:

@@ -151,10 +151,12 @@ def _digest(data: dict[str, Any]) -> str:
 
 
 def all_files(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every file entry a manifest references (graphs, engines and the ONNX planner)."""
+    """Every file entry a manifest references (graphs, engines and the ONNX planner), each once.
+
+    The graphs share one weights file: it is listed by each graph that reads it, verified once."""
     entries = []
     for graph in data["graphs"].values():
         entries += graph["files"] + graph["engine"]["files"]
     # folders built before the ONNX planner existed have none; hilo-export triton asks for a rebuild
     entries += data.get("planner_model", {}).get("files", [])
-    return entries
+    return list({entry["path"]: entry for entry in entries}.values())

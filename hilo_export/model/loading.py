@@ -69,9 +69,18 @@ def load_model(name: str) -> LoadedModel:
     path = Path(name).expanduser()
     if path.exists():
         model = _from_folder(path)
-        return LoadedModel(str(path.resolve()), "folder", model, weights_sha256(model))
-    model = _from_cache(name)
-    return LoadedModel(name, "cache", model, weights_sha256(model))
+        return LoadedModel(str(path.resolve()), "folder", model, folder_weights_sha256(path))
+    folder = cached_folder(name)
+    return LoadedModel(name, "cache", _from_folder(folder), folder_weights_sha256(folder))
+
+
+def folder_weights_sha256(path: Path) -> str:
+    """The weights digest of a folder, read one tensor at a time: equal to ``weights_sha256`` of the
+    model the folder holds (in its stored dtype), so a saved built-in keeps its digest."""
+    from .weights import ShardedWeights, meta_model, transformer_folder
+
+    folder = transformer_folder(path)
+    return ShardedWeights(folder).sha256(list(meta_model(folder).state_dict()))
 
 
 def reference_weights_dir() -> Path:
@@ -98,8 +107,13 @@ def token_size_for(name: str) -> int:
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
+    return tensors_sha256(model.state_dict().items())
+
+
+def tensors_sha256(tensors) -> str:
+    """sha256 of (key, tensor) pairs: names, dtypes, shapes and bytes, in the order given."""
     digest = hashlib.sha256()
-    for key, tensor in model.state_dict().items():
+    for key, tensor in tensors:
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{key}:{data.dtype}:{tuple(data.shape)};".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
@@ -146,10 +160,6 @@ def _from_folder(path: Path) -> torch.nn.Module:
         # TypeError: a setting of the wrong type (a string where a number belongs) reaches torch
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ModelError(f"cannot load the model in {folder}: {first}; check the settings in {config}") from None
-
-
-def _from_cache(model_id: str) -> torch.nn.Module:
-    return _from_folder(cached_folder(model_id))
 
 
 def model_folder(name: str) -> Path:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..export.backends import Backend, Profile, Runner, get_backend
+from ..export.dtypes import from_numpy, to_numpy
 from ..export.manifest import ManifestError, all_files, read_manifest, read_verified, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, TokenPlan, plan_tokens
@@ -90,7 +91,7 @@ class HiLoRuntime:
             dropped[plan.keep_indices.numpy()] = False
             block = plan.lowfreq.block_of_token().numpy()
             output[:, dropped] = outputs["lowfreq_output"][:, block[dropped]]
-        return torch.from_numpy(output)
+        return from_numpy(output)
 
     def run_bucket(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one bucket's engine on raw engine inputs (names and shapes as in the manifest)."""
@@ -150,7 +151,7 @@ class HiLoRuntime:
 
 
 def _array(value: Any, spec: dict[str, Any], name: str) -> np.ndarray:
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    array = to_numpy(value) if isinstance(value, torch.Tensor) else np.asarray(value)
     if list(array.shape) != list(spec["shape"]):
         raise RuntimeInputError(
             f"{name} has shape {list(array.shape)}, the engines expect {spec['shape']} "

@@ -46,8 +46,7 @@ class OrtBackend:
         return "cuda" if "CUDAExecutionProvider" in self.providers() else "cpu"
 
     def check_precision(self, precision: str) -> None:
-        if precision != "fp32" and self.device() == "cpu":
-            raise BackendError(f"ONNX Runtime on the CPU runs fp32 engines; build with --precision fp32 (got {precision})")
+        pass  # ONNX files of every precision build anywhere; where they run is the runtime's question
 
     def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]:
         return []  # the ONNX file is the engine
@@ -71,7 +70,16 @@ class OrtBackend:
         options.enable_cpu_mem_arena = self.arena
         options.enable_mem_pattern = self.arena
         source = model if isinstance(model, bytes) else str(model)
-        return self._ort.InferenceSession(source, options, providers=self.providers())
+        try:
+            return self._ort.InferenceSession(source, options, providers=self.providers())
+        except self._ort.capi.onnxruntime_pybind11_state.NotImplemented as err:
+            # ORT's CPU provider has no bfloat16 kernels for most ops (Mul, MatMul, ...)
+            name = model.name if isinstance(model, Path) else "the graph"
+            raise BackendError(
+                f"ONNX Runtime {self.version()} on {self.device()} has no kernel for a node of {name} "
+                f"({str(err).split(':')[-1].strip()}); a bf16 folder needs a GPU (onnxruntime-gpu, or --backend trt): "
+                "on a CPU, build with --precision fp16 or fp32"
+            ) from None
 
 
 class OrtRunner:

@@ -1,0 +1,193 @@
+"""Weights without a materialized model: a meta-device model for shapes, tensors read one at a time.
+
+A 12B Flux in float32 is 48 GB; its bf16 safetensors shards are 24 GB. The exporter traces a
+model whose parameters live on the meta device (shapes and dtypes, no storage) and the weights
+are streamed from a ``WeightSource`` straight into the ONNX external-data file, one tensor in
+memory at a time. Two sources: safetensors shards in a diffusers folder (``ShardedWeights``),
+and an in-memory model's ``state_dict`` (built-in models, which are small).
+
+Kept apart from ``loading.py`` (which materializes models) on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from .loading import LoadedModel, ModelError
+
+SINGLE_FILE = "diffusion_pytorch_model.safetensors"
+INDEX_FILE = "diffusion_pytorch_model.safetensors.index.json"
+
+
+class WeightSource(Protocol):
+    """Tensors by state_dict key, read on demand."""
+
+    def entries(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        """dtype and shape of every tensor, by state_dict key (nothing is read)."""
+
+    def tensor(self, key: str) -> torch.Tensor:
+        """One tensor, in its stored dtype (a fresh copy the caller may free)."""
+
+
+class StateDictWeights:
+    """An in-memory model's weights (built-in models)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self._state = model.state_dict()
+
+    def entries(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        return {key: (t.dtype, tuple(t.shape)) for key, t in self._state.items()}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return self._state[key].detach()
+
+
+class ShardedWeights:
+    """The safetensors file(s) of a diffusers model folder: one file, or shards with an index.
+
+    Each read opens the shard, copies one tensor out and closes it again, so no mapping of a
+    10 GB shard stays resident while the next tensors are read.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        index = self.folder / INDEX_FILE
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ModelError(f"{index} is not a safetensors index (no weight_map: {err}); re-save the model") from None
+            self._shard_of = {key: self.folder / name for key, name in weight_map.items()}
+        elif (self.folder / SINGLE_FILE).exists():
+            self._shard_of = None
+        else:
+            raise ModelError(
+                f"{self.folder} holds no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}); "
+                "save the model with save_pretrained(..., safe_serialization=True)"
+            )
+        self._entries = self._read_headers()
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted(set(self._shard_of.values())) if self._shard_of else [self.folder / SINGLE_FILE]
+
+    def _read_headers(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        from safetensors import safe_open
+
+        entries = {}
+        for path in self.files:
+            if not path.exists():
+                raise ModelError(f"{path} is missing (named in {INDEX_FILE}); copy the whole model folder")
+            with safe_open(path, framework="pt") as f:
+                for key in f.keys():
+                    sliced = f.get_slice(key)
+                    entries[key] = (_TORCH_DTYPES[sliced.get_dtype()], tuple(sliced.get_shape()))
+        if self._shard_of is not None:
+            missing = sorted(set(self._shard_of) - set(entries))
+            if missing:
+                raise ModelError(f"{INDEX_FILE} in {self.folder} names tensors no shard holds: {missing[:5]}; re-save the model")
+        return entries
+
+    def entries(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        return dict(self._entries)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        path = self._shard_of[key] if self._shard_of else self.folder / SINGLE_FILE
+        with safe_open(path, framework="pt") as f:
+            return f.get_tensor(key).clone()  # clone: own storage, not a view of the mapping
+
+    def sha256(self, keys: list[str]) -> str:
+        """``tensors_sha256`` of the tensors ``keys`` (the model's state_dict order), one in memory at a time."""
+        from .loading import tensors_sha256
+
+        return tensors_sha256((key, self.tensor(key)) for key in keys)
+
+
+_TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def transformer_folder(path: Path) -> Path:
+    """The folder with config.json: ``path`` itself or its ``transformer/`` subfolder (a pipeline folder)."""
+    folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path
+    if not (folder / "config.json").exists():
+        raise ModelError(f"{path} holds no diffusers model: expected config.json in it or in its transformer/ subfolder")
+    return folder
+
+
+def meta_model(folder: Path) -> torch.nn.Module:
+    """The folder's model class built from its config on the meta device: shapes, no storage."""
+    from .loading import _transformer_class
+
+    config_path = folder / "config.json"
+    cls = _transformer_class(config_path)
+    try:
+        config = cls.load_config(folder)
+        with torch.device("meta"):
+            return cls.from_config(config).eval()
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelError(f"cannot build the model of {config_path}: {str(err).splitlines()[0]}") from None
+
+
+def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A model of the same class and config on the meta device (for tracing without its weights)."""
+    with torch.device("meta"):
+        return type(model).from_config(model.config).eval()
+
+
+def check_covers(model: torch.nn.Module, source: WeightSource, where: str) -> None:
+    """Every tensor the model has, with the model's shape, is in ``source``; else one clear error."""
+    entries = source.entries()
+    expected = {key: tuple(t.shape) for key, t in model.state_dict().items()}
+    missing = sorted(set(expected) - set(entries))
+    if missing:
+        raise ModelError(f"the weights in {where} lack {len(missing)} tensors of the model, e.g. {missing[:3]}; "
+                         "is config.json the one these weights were saved with?")
+    wrong = [f"{k}: {entries[k][1]} != {v}" for k, v in expected.items() if tuple(entries[k][1]) != v]
+    if wrong:
+        raise ModelError(f"the weights in {where} do not fit config.json: {wrong[:3]}")
+
+
+# a folder whose weights take at most this many bytes in float32 is also loaded whole, so the
+# build can check the exported graphs against eager torch; larger ones are checked on the device
+EAGER_CHECK_BYTES = 2 * 10**9
+
+
+@dataclass
+class ExportModel:
+    """What a build needs: the model's description, a meta model to trace, weights to stream."""
+
+    loaded: LoadedModel  # name, source, weights digest; ``model`` is the meta model for folders
+    meta: torch.nn.Module
+    weights: WeightSource
+    eager: Callable[[], torch.nn.Module] | None  # the real float32 model, when small enough to check against
+
+
+def load_for_export(name: str) -> ExportModel:
+    """Built-ins are small and built in memory; folders (and the hub cache) are never materialized
+    unless their float32 weights fit in EAGER_CHECK_BYTES."""
+    from .loading import BUILTIN_NAMES, _from_folder, cached_folder, load_model
+
+    if name in BUILTIN_NAMES:
+        loaded = load_model(name)
+        return ExportModel(loaded, meta_copy(loaded.model), StateDictWeights(loaded.model), lambda: loaded.model)
+    path = Path(name).expanduser()
+    source, shown = (path, str(path.resolve())) if path.exists() else (cached_folder(name), name)
+    folder = transformer_folder(source)
+    weights = ShardedWeights(folder)
+    meta = meta_model(folder)
+    check_covers(meta, weights, str(folder))
+    loaded = LoadedModel(shown, "folder" if path.exists() else "cache", meta, weights.sha256(list(meta.state_dict())))
+    fp32_bytes = sum(4 * math.prod(shape) for _, shape in weights.entries().values())
+    eager = (lambda: _from_folder(source).float()) if fp32_bytes <= EAGER_CHECK_BYTES else None
+    return ExportModel(loaded, meta, weights, eager)
