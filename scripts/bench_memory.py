@@ -4,8 +4,9 @@
 
 Builds (or reuses) the engines, then runs each session setting in its own process (a process's
 peak RSS only grows), alternating the settings round by round: ``current`` is HiLoRuntime's ORT
-sessions as they are, ``ort-defaults`` the same with ONNX Runtime's CPU arena and memory patterns
-switched back on. Each child serves s, m, l and full in rotation and reports its peak RSS after
+sessions as they are (no arena, one shared mapping of the weights), ``ort-defaults`` the same with ONNX Runtime's CPU arena and memory patterns
+switched back on, ``own-weights`` without the shared weight mapping (each graph's session loads and
+pre-packs its own copy, as ORT does by default). Each child serves s, m, l and full in rotation and reports its peak RSS after
 warm-up (the first pass) and at the end. The goal (issue 12): peak RSS <= 1.5 x one DiT's weight
 bytes + 1.5 GiB.
 """
@@ -36,7 +37,7 @@ def serve(folder: Path, setting: str, rotations: int) -> dict:
     from hilo_export.export.manifest import read_manifest
     from hilo_export.runtime import HiLoRuntime
 
-    backend = OrtBackend(arena=setting == "ort-defaults")
+    backend = OrtBackend(arena=setting == "ort-defaults", share_weights=setting == "current")
     runtime = HiLoRuntime.load(folder, backend=backend)
     manifest = read_manifest(folder)
     rng = np.random.default_rng(0)
@@ -84,7 +85,7 @@ def main() -> None:
     goal = 1.5 * weights + 1.5 * GIB
     print(f"{args.model} at {resolution[0]}x{resolution[1]}: one DiT's weights {weights / GIB:.2f} GiB; graph files "
           + ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in files.items()) + f"; goal: peak RSS <= {goal / GIB:.2f} GiB")
-    results: dict[str, list[dict]] = {"current": [], "ort-defaults": []}
+    results: dict[str, list[dict]] = {"current": [], "own-weights": [], "ort-defaults": []}
     for round_ in range(args.rounds):
         for setting in results if round_ % 2 == 0 else reversed(list(results)):
             out = subprocess.run([sys.executable, __file__, "--rotations", str(args.rotations), "--child", str(folder), setting],

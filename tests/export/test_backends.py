@@ -55,3 +55,35 @@ def test_ort_runner_shares_one_session_or_fixes_k(built):
     a, b = shared.run("m", feeds), fixed.run("m", feeds)
     assert np.allclose(a["output"], b["output"], atol=1e-5)
     assert len(shared._sessions) == 1 and len(fixed._sessions) == 2  # first profile at load, then m
+
+
+def test_ort_sessions_of_both_graphs_share_one_copy_of_the_weights(built):
+    import onnx
+
+    from hilo_export.export import read_manifest
+    from hilo_export.export.backends.ort import OrtBackend
+
+    manifest = read_manifest(built)
+    bucket = next(b for b in manifest["buckets"] if b["graph"] == "hilo")
+    feeds = {
+        v["name"]: (np.arange(bucket["kept"])[None] if v["name"] == "keep_indices" else np.full(v["shape"], 0.5, v["dtype"]))
+        for v in bucket["inputs"]
+    }
+    outputs, backends = {}, {}
+    for share in (True, False):
+        backend = backends[share] = OrtBackend(share_weights=share)
+        runners = {}
+        for kind, graph in manifest["graphs"].items():
+            profiles = [Profile(b["name"], b["kept"]) for b in manifest["buckets"] if b["graph"] == kind]
+            runners[kind] = backend.load(built / graph["files"][0]["path"], [], profiles)
+        outputs[share] = runners["hilo"].run(bucket["name"], feeds)["output"]
+    # every external initializer of either graph is one mapped value, however many graphs use it
+    external = set()
+    for graph in manifest["graphs"].values():
+        proto = onnx.load(str(built / graph["files"][0]["path"]), load_external_data=False)
+        external |= {(tuple((e.key, e.value) for e in t.external_data)) for t in proto.graph.initializer
+                     if t.data_location == onnx.TensorProto.EXTERNAL}
+    assert external and len(backends[True]._shared._values) == len(external)
+    assert len(backends[True]._shared._maps) == 1  # one mapping of the one weights file
+    assert backends[False]._shared is None
+    np.testing.assert_allclose(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)

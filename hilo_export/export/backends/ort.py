@@ -1,7 +1,9 @@
 """ONNX Runtime: the embedded default. CPU here; CUDA when onnxruntime-gpu works.
 
 An ORT "engine" is the exported ONNX file itself. By default one session with a dynamic
-``k_kept`` axis serves every bucket of a graph: one copy of the weights. With ``fix_k`` each
+``k_kept`` axis serves every bucket of a graph. On the CPU every session of a backend also reads
+its weights from one read-only mapping of the build's shared weights file (``SharedWeights``), so
+the ``hilo`` and ``full`` graphs hold one copy of the weights in memory, not one each. With ``fix_k`` each
 bucket gets its own session with the axis fixed to its size; on flux-shaped at 1024x1024 on
 the CPU that was 0-9% faster per step (within this machine's run-to-run noise) for a copy of
 the weights and an arena per bucket, so it is an option, not the default (README, Measured).
@@ -23,8 +25,10 @@ class OrtBackend:
     name = "ort"
     portable = True  # an ONNX file runs on any ORT version and device
 
-    def __init__(self, fix_k: bool = False, threads: int | None = None, arena: bool = False):
-        """``arena``: ONNX Runtime's CPU arena and memory patterns, off by default (see ``session``)."""
+    def __init__(self, fix_k: bool = False, threads: int | None = None, arena: bool = False, share_weights: bool = True):
+        """``arena``: ONNX Runtime's CPU arena and memory patterns, off by default (see ``session``).
+        ``share_weights``: one in-memory copy of the external weights for all sessions (CPU only; see
+        ``SharedWeights``); False lets each session load and pre-pack its own copy."""
         try:
             import onnxruntime
         except ImportError as err:
@@ -33,6 +37,8 @@ class OrtBackend:
         self.fix_k = fix_k
         self.threads = threads
         self.arena = arena
+        self.share_weights = share_weights
+        self._shared: SharedWeights | None = None
 
     def version(self) -> str:
         return self._ort.__version__
@@ -69,6 +75,11 @@ class OrtBackend:
         # to 21-23 GB on flux-shaped. Without them activations are freed after each run.
         options.enable_cpu_mem_arena = self.arena
         options.enable_mem_pattern = self.arena
+        if self.share_weights and isinstance(model, Path) and self.device() == "cpu":
+            self._shared = self._shared or SharedWeights(self._ort)
+            if self._shared.add_to(options, model):
+                # ORT would otherwise pre-pack each MatMul weight into a private buffer per session
+                options.add_session_config_entry("session.disable_prepacking", "1")
         source = model if isinstance(model, bytes) else str(model)
         try:
             return self._ort.InferenceSession(source, options, providers=self.providers())
@@ -107,3 +118,48 @@ class OrtRunner:
     def run(self, bucket: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._session(bucket).run(self.output_names, feeds)
         return dict(zip(self.output_names, outputs))
+
+
+class SharedWeights:
+    """One read-only memory mapping per external-data file, handed to every session as initializers.
+
+    ONNX Runtime loads an external initializer into each session that uses it (and pre-packs MatMul
+    weights into a second private copy), so a folder's ``hilo`` and ``full`` graphs cost two or
+    more copies of the model. ``SessionOptions.add_initializer`` gives a session an initializer it
+    does not copy; mapped from the shared file, every session reads the same pages.
+    """
+
+    def __init__(self, ort):
+        self._ort = ort
+        self._maps: dict[Path, np.memmap] = {}
+        self._values: dict[tuple, object] = {}  # the OrtValues must outlive every session using them
+
+    def add_to(self, options, onnx_path: Path) -> bool:
+        """Give ``options`` every external initializer of ``onnx_path`` from the shared mapping.
+
+        False (nothing added) when the graph has no external data or a type numpy cannot map
+        (bfloat16): ONNX Runtime then loads the file itself.
+        """
+        import onnx
+        from onnx import helper
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+        external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        if not external or any(t.data_type == onnx.TensorProto.BFLOAT16 for t in external):
+            return False
+        values = []
+        for tensor in external:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            file = (onnx_path.parent / info["location"]).resolve()
+            offset, length = int(info.get("offset", 0)), int(info["length"])
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+            key = (file, offset, length, dtype.str, tuple(tensor.dims))
+            if key not in self._values:
+                if file not in self._maps:
+                    self._maps[file] = np.memmap(file, dtype=np.uint8, mode="r")
+                array = self._maps[file][offset:offset + length].view(dtype).reshape(tuple(tensor.dims))
+                self._values[key] = self._ort.OrtValue.ortvalue_from_numpy(array)
+            values.append((tensor.name, self._values[key]))
+        for name, value in values:
+            options.add_initializer(name, value)
+        return True
