@@ -202,6 +202,7 @@ def export_weights(checkpoint: Path, out: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.to(torch.float16).contiguous() for k, v in state["ema_decoder"].items()}, staging / ref.DECODER_FILE)
+    (staging / ref.DECODER_FILE).chmod(0o644)
     history = state["history"]
     args = state["args"]
     (staging / "training.json").write_text(json.dumps({
@@ -236,6 +237,13 @@ def plot_loss(history, path):
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
+    validated = [h for h in history if "val_psnr" in h]
+    if validated:  # what best.pt is chosen by
+        val = ax.twinx()
+        val.plot([h["step"] for h in validated], [h["val_psnr"] for h in validated], "k.--", lw=0.8,
+                 label="validation, in-mask PSNR (dB)")
+        val.set_ylabel("validation PSNR (dB)")
+        val.legend(fontsize=8, loc="lower right")
     for s in sorted({h["crop"] for h in history}):
         first = next(h["step"] for h in history if h["crop"] == s)
         ax.axvline(first, color="gray", lw=0.5)

@@ -27,7 +27,8 @@ def procedural_image(size: int, rng: np.random.Generator, family: str | None = N
         raise ValueError(f"unknown procedural family {family!r}; choose from {list(FAMILIES)}")
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     draw = {"grating": _grating, "plaid": _plaid, "lattice": _lattice, "lines": _lines}[family]
-    weight = draw(x, y, rng)  # [H, W] in [0, 1]: where the second colour shows
+    with np.errstate(over="ignore"):  # the soft edges' exp overflows far from an edge: 1 / inf = 0, as meant
+        weight = draw(x, y, rng)  # [H, W] in [0, 1]: where the second colour shows
     low, high = _colours(rng)
     image = low[None, None] * (1 - weight[..., None]) + high[None, None] * weight[..., None]
     image = image + _shading(x, y, size, rng)[..., None]  # a gentle gradient, as light would give
