@@ -1,6 +1,7 @@
 """Measuring the product: one edit next to the dense model (``edit``), the mask suite, the
-latency/fidelity bench and the planner sweep, metrics, FLOP counts, reports, and ``validate``
-(engines against torch, through polygraphy; import it from ``evaluation.validate``).
+latency/fidelity bench and the planner sweep, the context probe (``probe``) and equal-budget
+ablations of the token selection (``ablation``), metrics, FLOP counts, reports, and
+``validate`` (engines against torch, through polygraphy; import it from ``evaluation.validate``).
 
 May import every other stage; runtime code never imports this one.
 """
