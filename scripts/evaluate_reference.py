@@ -1,11 +1,11 @@
 """Model-card numbers for the reference model: in-mask PSNR/SSIM to the ground truth, next to trivial fills.
 
-    python scripts/evaluate_reference.py --out reports/reference-card [--checkpoint runs/reference/checkpoint.pt]
+    python scripts/evaluate_reference.py --out docs/reference [--checkpoint /work/runs/reference-v2/best.pt]
 
 Held-out images only (hilo_export/data/eval), masks from the suite (seed 2: neither the bench's
-nor training's), the dense model (no HiLo) with the pipeline of ``hilo-export edit``.
+nor training's), the dense model (no HiLo) and its decoder with the pipeline of ``hilo-export edit``.
 Baselines: the hole painted with the mean known colour; the push-pull diffusion fill the model
-is conditioned on; scikit-image's biharmonic inpainting when scikit-image is installed.
+is conditioned on; scikit-image's biharmonic inpainting.
 """
 
 from __future__ import annotations
@@ -27,36 +27,39 @@ from hilo_export.evaluation import (  # noqa: E402
     ssim,  # noqa: E402
 )
 from hilo_export.evaluation.bench import EVAL_IMAGES, Fidelity, eval_image  # noqa: E402
+from hilo_export.evaluation.probe import classical_fills  # noqa: E402
 from hilo_export.files import atomic_path  # noqa: E402
 from hilo_export.model import load_reference, reference_weights_dir  # noqa: E402
 from hilo_export.reference import ReferenceInpaintPipeline  # noqa: E402
 from hilo_export.reference import model as ref  # noqa: E402
 
 
-def load_model(checkpoint: str | None) -> torch.nn.Module:
+def load_model(checkpoint: str | None) -> tuple[torch.nn.Module, ref.Decoder | None]:
+    """(transformer, decoder): the shipped ones, or a training checkpoint's EMA weights."""
     if checkpoint is None:
-        return load_reference()
+        return load_reference(), ref.load_decoder(reference_weights_dir())
+    state = ref.load_checkpoint(checkpoint)
     model = ref.new_model()
-    model.load_state_dict(ref.load_checkpoint(checkpoint)["ema"])
-    return model.eval()
+    model.load_state_dict(state["ema"])
+    decoder = None
+    if "ema_decoder" in state:
+        decoder = ref.Decoder()
+        decoder.load_state_dict(state["ema_decoder"])
+        decoder.eval()
+    return model.eval(), decoder
 
 
 def baselines(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     pixels = ref.to_tensor(image)
     hole = torch.from_numpy(mask).float()[None, None]
-    fills = {"mean colour fill": ref.to_uint8(ref.mean_fill(pixels, hole)),
-             "diffusion fill (push-pull)": ref.to_uint8(ref.diffusion_fill(pixels, hole))}
-    try:
-        from skimage.restoration import inpaint_biharmonic
-    except ImportError:
-        return fills
-    filled = inpaint_biharmonic(image.astype(np.float64) / 255, mask, channel_axis=-1)
-    fills["biharmonic fill (scikit-image)"] = (filled.clip(0, 1) * 255).round().astype(np.uint8)
-    return fills
+    fills = classical_fills(image, mask)
+    return {"mean colour fill": ref.to_uint8(ref.mean_fill(pixels, hole)),
+            "diffusion fill (push-pull)": fills["push-pull"],
+            "biharmonic fill (scikit-image)": fills["biharmonic"]}
 
 
-def evaluate(model, resolution: int, per_category: int, steps: int, seeds: list[int]) -> dict:
-    pipe = ReferenceInpaintPipeline.from_reference(model)
+def evaluate(model, decoder, resolution: int, per_category: int, steps: int, seeds: list[int]) -> dict:
+    pipe = ReferenceInpaintPipeline.from_reference(model, decoder)
     pipe.set_progress_bar_config(disable=True)
     suite = mask_suite((resolution, resolution), per_category, seed=2)
     results = {}
@@ -78,9 +81,9 @@ def evaluate(model, resolution: int, per_category: int, steps: int, seeds: list[
     return results
 
 
-def sample_picture(model, resolution: int, steps: int, path: Path) -> None:
-    """Truth, mask, mean fill, diffusion fill, model edit: one row per held-out image (a medium mask)."""
-    pipe = ReferenceInpaintPipeline.from_reference(model)
+def sample_picture(model, decoder, resolution: int, steps: int, path: Path) -> None:
+    """Truth, mask, push-pull fill, biharmonic fill, model edit: one row per held-out image (a medium mask)."""
+    pipe = ReferenceInpaintPipeline.from_reference(model, decoder)
     pipe.set_progress_bar_config(disable=True)
     mask = next(m for m in mask_suite((resolution, resolution), 4, seed=2) if m.category == "medium").mask > 0
     rows = []
@@ -90,7 +93,8 @@ def sample_picture(model, resolution: int, steps: int, path: Path) -> None:
         shown = truth.copy()
         shown[mask] = (shown[mask] * 0.3).astype(np.uint8)
         edit = pipe(truth, mask, steps=steps, seed=0).image
-        rows.append(np.concatenate([truth, shown, fills["mean colour fill"], fills["diffusion fill (push-pull)"], edit], 1))
+        rows.append(np.concatenate([truth, shown, fills["diffusion fill (push-pull)"], fills["biharmonic fill (scikit-image)"],
+                                    edit], 1))
     Image.fromarray(np.concatenate(rows, 0)).save(path, format="PNG")
 
 
@@ -98,21 +102,23 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--checkpoint", help="evaluate a training checkpoint's EMA weights instead of the shipped ones")
-    parser.add_argument("--resolutions", default="256", help="comma-separated square sizes (default: %(default)s)")
-    parser.add_argument("--per-category", type=int, default=4)
+    parser.add_argument("--resolutions", default="256,512", help="comma-separated square sizes (default: %(default)s)")
+    parser.add_argument("--per-category", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.checkpoint)
+    torch.set_num_threads(args.threads)
+    model, decoder = load_model(args.checkpoint)
     start = time.time()
     card = {"checkpoint": args.checkpoint or str(reference_weights_dir()), "steps": args.steps, "images": list(EVAL_IMAGES),
             "masks_per_category": args.per_category, "seeds": args.seeds, "results": {}}
     for size in (int(s) for s in args.resolutions.split(",")):
-        card["results"][str(size)] = evaluate(model, size, args.per_category, args.steps, [int(s) for s in args.seeds.split(",")])
+        card["results"][str(size)] = evaluate(model, decoder, size, args.per_category, args.steps, [int(s) for s in args.seeds.split(",")])
     with atomic_path(out / "samples.png") as tmp:
-        sample_picture(model, int(args.resolutions.split(",")[-1]), args.steps, tmp)
+        sample_picture(model, decoder, int(args.resolutions.split(",")[0]), args.steps, tmp)
     card["wall_s"] = round(time.time() - start, 1)
     with atomic_path(out / "card.json") as tmp:
         tmp.write_text(json.dumps(card, indent=1) + "\n")

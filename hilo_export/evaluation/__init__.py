@@ -1,7 +1,8 @@
 """Measuring the product: one edit next to the dense model (``edit``; ``fill_edit`` for a saved
-``FluxFillPipeline``), the mask suite, the
-latency/fidelity bench and the planner sweep, metrics, FLOP counts, reports, and ``validate``
-(engines against torch, through polygraphy; import it from ``evaluation.validate``).
+``FluxFillPipeline``), the mask suite, the latency/fidelity bench and the planner sweep, the
+context probe (``probe``) and equal-budget ablations of the token selection (``ablation``),
+metrics, FLOP counts, reports, and ``validate`` (engines against torch, through polygraphy;
+import it from ``evaluation.validate``).
 
 May import every other stage; runtime code never imports this one.
 """

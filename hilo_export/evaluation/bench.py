@@ -8,7 +8,13 @@ The ideal is the same ratio in FLOPs (``flops.StepFlops``), also for the full Fl
 Fidelity: the reference model's engines edit held-out images with the mask suite, HiLo and
 dense with the same seeds; PSNR/SSIM inside the mask (each vs the other and vs the ground
 truth), in a ring along the mask border, outside the mask (must be exact), and the noise
-floor (dense with one seed vs another).
+floor (dense with one seed vs another). It runs on the latency figures' token grid (64x64:
+the reference model's 8-px tokens at 512 px, Flux's 16-px at 1024), and pools only edits
+that were compressed: an edit planned into ``full`` is the dense edit, and its zero error
+would flatter HiLo; those are counted and scored (vs truth) apart, as ``full_*``.
+
+The context probe (``probe``) runs with fidelity: procedural images whose hole only the
+context can predict, where removing the context must cost more than HiLo does.
 """
 
 from __future__ import annotations
@@ -51,9 +57,10 @@ class BenchSettings:
     out: Path
     latency_model: str = "flux-shaped"
     latency_resolution: tuple[int, int] = (1024, 1024)
-    fidelity_resolution: tuple[int, int] = (256, 256)
+    fidelity_resolution: tuple[int, int] = (512, 512)  # the reference model's 64x64 grid: latency's
     per_category: int = 32  # masks planned per category (bucket mix, token ratio, planner time)
     fidelity_masks: int = 4  # masks per category edited for fidelity, on every image and seed
+    probe_per_family: int = 2  # context-probe images per procedural family
     images: tuple[str, ...] = EVAL_IMAGES
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 8
@@ -64,7 +71,7 @@ class BenchSettings:
     fidelity: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("per_category", "fidelity_masks", "steps", "repeats"):
+        for name in ("per_category", "fidelity_masks", "probe_per_family", "steps", "repeats"):
             if getattr(self, name) < 1:
                 raise BenchError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.images or not self.seeds:
@@ -76,7 +83,8 @@ class BenchSettings:
     def quick(cls, out: Path, **overrides: Any) -> "BenchSettings":
         """Small sizes for CI (20 x 12 and 16 x 16 token grids): every code path, in about a minute."""
         values = dict(latency_model="tiny-flux", latency_resolution=(320, 192), fidelity_resolution=(128, 128),
-                      per_category=4, fidelity_masks=1, images=EVAL_IMAGES[:1], seeds=(0, 1), steps=2, repeats=1)
+                      per_category=4, fidelity_masks=1, probe_per_family=1, images=EVAL_IMAGES[:1], seeds=(0, 1), steps=2,
+                      repeats=1)
         return cls(out, **{**values, **overrides})
 
 
@@ -205,6 +213,7 @@ class Fidelity:
     step_s: dict[str, list[float]] = field(default_factory=lambda: {"hilo": [], "dense": []})
     kept_ratio: list[float] = field(default_factory=list)
     buckets: list[str] = field(default_factory=list)
+    grid: tuple[int, int] | None = None
 
     def add(self, key: str, a: np.ndarray, b: np.ndarray, region: np.ndarray) -> None:
         diff = a[region].astype(np.float64) - b[region].astype(np.float64)
@@ -212,12 +221,15 @@ class Fidelity:
         self.px[key] = self.px.get(key, 0) + diff.size
 
     def psnr(self, key: str) -> float | None:
-        """Pooled PSNR; None when every compared pixel was identical (infinite PSNR)."""
+        """Pooled PSNR; None when nothing was compared or every compared pixel was identical (infinite PSNR)."""
+        if not self.px.get(key):
+            return None
         mse = self.sq[key] / self.px[key]
         return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -> dict[str, Fidelity]:
+    """Per category; keys of edits planned into ``full`` carry the prefix ``full_`` (not pooled with the rest)."""
     from ..reference.pipeline import ReferenceInpaintPipeline
     from ..runtime.pipeline import apply
     from ..runtime.runtime import HiLoRuntime
@@ -248,6 +260,10 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
                                 result.image[~inside].astype(np.int16) - truth[~inside].astype(np.int16)).max(initial=0)))
                         fid.kept_ratio.append(hilo.plan.kept_ratio)
                         fid.buckets.append(hilo.plan.bucket)
+                        fid.grid = tuple(hilo.plan.grid)
+                        if hilo.plan.bucket == FULL:  # not compressed: scored apart, never pooled with HiLo's
+                            fid.add("full_mask_dense_vs_truth", dense.image, truth, inside)
+                            continue
                         for region_name, region in (("mask", inside), ("ring", ring)):
                             fid.add(f"{region_name}_hilo_vs_dense", hilo.image, dense.image, region)
                             fid.add(f"{region_name}_hilo_vs_truth", hilo.image, truth, region)
@@ -261,6 +277,17 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
                 progress(f"fidelity {category}: {item.name} done")
             results[category] = fid
     return results
+
+
+def measure_probe(settings: BenchSettings, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The context probe at the fidelity resolution, on torch with the shipped model and decoder."""
+    from ..model.loading import load_reference, reference_weights_dir
+    from ..reference.model import load_decoder
+    from .ablation import Ablation
+    from .probe import run_probe
+
+    ablation = Ablation(load_reference(), load_decoder(reference_weights_dir()), settings.buckets, steps=settings.steps)
+    return run_probe(ablation, settings.fidelity_resolution[0], settings.probe_per_family, progress=progress)
 
 
 # ------------------------------------------------------------------ the report
@@ -277,6 +304,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
         planned = plan_categories(runtime.plan, settings.latency_resolution, settings.per_category, settings.images)
         dev = StepFlops.count(FLUX1_DEV, text_len_for("flux-shaped"))
         full = timings[FULL]
+        report["latency_grid"] = list(runtime.manifest["grid"])
         report["latency"] = {
             "model": settings.latency_model, "resolution": list(settings.latency_resolution),
             "grid": runtime.manifest["grid"], "text_len": runtime.manifest["text_len"],
@@ -295,9 +323,14 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
             )
     if settings.fidelity:
         for name, fid in measure_fidelity(settings, progress).items():
+            report["fidelity_grid"] = list(fid.grid)
             entry = categories[name]
+            compressed = [r for r, b in zip(fid.kept_ratio, fid.buckets) if b != FULL]
             entry["fidelity"] = {
                 "token_ratio_mean": float(np.mean(fid.kept_ratio)),
+                "token_ratio_mean_compressed": float(np.mean(compressed)) if compressed else None,
+                "edits_compressed": len(compressed),
+                "edits_full": len(fid.buckets) - len(compressed),
                 "bucket_mix": {b: fid.buckets.count(b) / len(fid.buckets) for b in dict.fromkeys(fid.buckets)},
                 "edit_s_hilo_median": statistics.median(fid.edit_s["hilo"]),
                 "edit_s_dense_median": statistics.median(fid.edit_s["dense"]),
@@ -308,10 +341,15 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
             }
             for key in fid.sq:
                 entry[f"psnr_{key}"] = fid.psnr(key)
-            for key, values in fid.ssim.items():
-                entry[f"ssim_mask_{key}"] = float(np.mean(values))
+            for key in ("mask_hilo_vs_dense", "mask_hilo_vs_truth", "mask_dense_vs_truth", "ring_hilo_vs_dense",
+                        "ring_hilo_vs_truth", "ring_dense_vs_truth", "full_mask_dense_vs_truth"):
+                entry.setdefault(f"psnr_{key}", None)  # every category has every field, compressed edits or not
+            for key in ("hilo_vs_dense", "hilo_vs_truth", "dense_vs_truth"):
+                values = fid.ssim.get(key)
+                entry[f"ssim_mask_{key}"] = float(np.mean(values)) if values else None
+        report["probe"] = measure_probe(settings, progress)
     report["categories"] = list(categories.values())
-    report["targets"] = _targets(report["categories"], settings)
+    report["targets"] = _targets(report["categories"], settings) + _probe_targets(report.get("probe"))
     report["wall_s"] = round(time.time() - started, 1)
     write_report(report, settings.out)
     return report
@@ -347,17 +385,32 @@ def _targets(categories: list[dict[str, Any]], settings: BenchSettings) -> list[
                            "met": c["speedup"] >= SPEEDUP_TARGETS[name]})
             checks.append({"category": name, "target": f"achieved/ideal >= {ACHIEVED_TARGET}",
                            "value": c["achieved_over_ideal"], "met": c["achieved_over_ideal"] >= ACHIEVED_TARGET})
-        if "fidelity" in c:
+        if "fidelity" in c and c["fidelity"]["edits_compressed"]:
             vs_dense = c["psnr_mask_hilo_vs_dense"]
             gap = c["psnr_mask_dense_vs_truth"] - c["psnr_mask_hilo_vs_truth"]
             checks.append({"category": name, "target": f"in-mask PSNR HiLo vs dense >= {PSNR_VS_DENSE_TARGET_DB} dB",
                            "value": vs_dense, "met": vs_dense is None or vs_dense >= PSNR_VS_DENSE_TARGET_DB})
             checks.append({"category": name, "target": f"in-mask PSNR to truth within {PSNR_TO_TRUTH_MARGIN_DB} dB of dense",
                            "value": gap, "met": gap <= PSNR_TO_TRUTH_MARGIN_DB})
+        if "fidelity" in c:
             checks.append({"category": name, "target": "outside the mask: equal to the input",
                            "value": c["fidelity"]["outside_mask_max_abs_diff"],
                            "met": c["fidelity"]["outside_mask_max_abs_diff"] == 0})
     return checks
+
+
+def _probe_targets(probe: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if probe is None:
+        return []
+    from .probe import CONTEXT_COST_DB, MODEL_OVER_FILL_DB
+
+    met = probe["conditions"]
+    return [
+        {"category": "probe", "target": f"dense beats the best classical fill by >= {MODEL_OVER_FILL_DB} dB in-mask",
+         "value": met["model_over_best_fill_db"], "met": met["model_over_best_fill_met"]},
+        {"category": "probe", "target": f"removing the context costs >= {CONTEXT_COST_DB} dB more than HiLo",
+         "value": met["context_cost_db"], "met": met["context_cost_met"]},
+    ]
 
 
 def _settings_json(settings: BenchSettings) -> dict[str, Any]:

@@ -61,10 +61,10 @@ def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, s
 
 
 def comparison_picture(image: np.ndarray, mask: np.ndarray, outcome: EditOutcome) -> Image.Image:
-    """Input, mask, selection map, dense edit, HiLo edit and their difference (x4), in one row."""
+    """Input, mask, selection map (with its legend below), dense edit, HiLo edit and their difference (x4), in one row."""
     hilo, dense = outcome.hilo.image, outcome.dense.image
     difference = np.clip(np.abs(hilo.astype(np.int16) - dense.astype(np.int16)) * 4, 0, 255).astype(np.uint8)
-    selection = selection_picture(Image.fromarray(image), outcome.hilo.plan).crop((0, 0, image.shape[1], image.shape[0]))
+    selection = selection_picture(Image.fromarray(image), outcome.hilo.plan)
     inside = mask > 0
     panels = [
         ("input", Image.fromarray(image)),
@@ -74,12 +74,14 @@ def comparison_picture(image: np.ndarray, mask: np.ndarray, outcome: EditOutcome
         ("HiLo", Image.fromarray(hilo)),
         (f"|HiLo - dense| x4, {psnr(hilo, dense, inside):.1f} dB", Image.fromarray(difference)),
     ]
-    width, height = image.shape[1], image.shape[0]
     label = 22
-    canvas = Image.new("RGB", (width * len(panels), height + label), (255, 255, 255))
+    widths = [panel.width for _, panel in panels]  # the selection panel may be wider: its legend needs room
+    canvas = Image.new("RGB", (sum(widths), max(panel.height for _, panel in panels) + label), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=14)
-    for i, (title, panel) in enumerate(panels):
-        canvas.paste(panel, (i * width, label))
-        draw.text((i * width + 4, 3), title, fill=(0, 0, 0), font=font)
+    x = 0
+    for (title, panel), width in zip(panels, widths):
+        canvas.paste(panel, (x, label))
+        draw.text((x + 4, 3), title, fill=(0, 0, 0), font=font)
+        x += width
     return canvas

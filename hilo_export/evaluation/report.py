@@ -72,28 +72,33 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     if any("fidelity" in c for c in cats):
         res = s["fidelity_resolution"]
         lines += [
-            f"Fidelity: the reference model at {res[0]}x{res[1]}, {s['steps']} steps, held-out images "
+            f"Fidelity: the reference model at {res[0]}x{res[1]} (grid {_grid(report.get('fidelity_grid'))}; latency grid "
+            f"{_grid(report.get('latency_grid'))}), {s['steps']} steps, held-out images "
             f"{', '.join(s['images'])}, {s['fidelity_masks']} masks per category, seeds {s['seeds']}; PSNR pooled over "
-            f"all edits of a category (dB), SSIM averaged; ring = mask pixels within 8 px of its border.",
+            f"the compressed edits of a category (dB; edits planned into `full` are the dense edit and are counted apart), "
+            f"SSIM averaged; ring = mask pixels within 8 px of its border.",
             "",
-            "| category | kept tokens | PSNR HiLo vs dense | PSNR HiLo vs truth | PSNR dense vs truth | noise floor (seed vs seed) "
-            "| SSIM HiLo vs dense | SSIM HiLo / dense vs truth | ring PSNR HiLo vs dense | ring HiLo / dense vs truth "
-            "| outside max diff | edit HiLo / dense |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| category | kept tokens | edits compressed / full | PSNR HiLo vs dense | PSNR HiLo vs truth | PSNR dense vs truth "
+            "| noise floor (seed vs seed) | SSIM HiLo vs dense | SSIM HiLo / dense vs truth | ring PSNR HiLo vs dense "
+            "| ring HiLo / dense vs truth | outside max diff | edit HiLo / dense |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in cats:
             if "fidelity" not in c:
                 continue
             f = c["fidelity"]
             lines.append(
-                f"| {c['name']} | {f['token_ratio_mean']:.1%} | {_num(c['psnr_mask_hilo_vs_dense'])} "
+                f"| {c['name']} | {f['token_ratio_mean']:.1%} | {f['edits_compressed']} / {f['edits_full']} "
+                f"| {_num(c['psnr_mask_hilo_vs_dense'])} "
                 f"| {_num(c['psnr_mask_hilo_vs_truth'])} | {_num(c['psnr_mask_dense_vs_truth'])} "
-                f"| {_num(c.get('psnr_mask_noise_floor'))} | {c['ssim_mask_hilo_vs_dense']:.4f} "
-                f"| {c['ssim_mask_hilo_vs_truth']:.4f} / {c['ssim_mask_dense_vs_truth']:.4f} "
+                f"| {_num(c.get('psnr_mask_noise_floor'))} | {_num(c['ssim_mask_hilo_vs_dense'], 4)} "
+                f"| {_num(c['ssim_mask_hilo_vs_truth'], 4)} / {_num(c['ssim_mask_dense_vs_truth'], 4)} "
                 f"| {_num(c['psnr_ring_hilo_vs_dense'])} | {_num(c['psnr_ring_hilo_vs_truth'])} / {_num(c['psnr_ring_dense_vs_truth'])} "
                 f"| {f['outside_mask_max_abs_diff']} | {f['edit_s_hilo_median']:.2f} s / {f['edit_s_dense_median']:.2f} s |"
             )
         lines.append("")
+    if "probe" in report:
+        lines += _probe_lines(report["probe"])
     lines += ["## Targets", "", "| category | target | value | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         value = "identical" if t["value"] is None else f"{t['value']:.2f}" if isinstance(t["value"], float) else t["value"]
@@ -103,6 +108,29 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
         lines.append(f"![{plot}]({plot})")
     lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s.\n")
     return "\n".join(lines)
+
+
+def _grid(grid: list[int] | None) -> str:
+    return "?" if grid is None else f"{grid[0]}x{grid[1]}"
+
+
+def _probe_lines(probe: dict[str, Any]) -> list[str]:
+    cond = probe["conditions"]
+    lines = [
+        f"Context probe: {probe['images']} procedural images at {probe['size'][0]}x{probe['size'][1]} (grid "
+        f"{_grid(probe['grid'])}), {probe['mask_category']} masks; in-mask PSNR pooled (dB), "
+        f"{probe['edits_full']} edits planned into `full` left out of the HiLo columns.",
+        "",
+        "| family | dense vs truth | best fill vs truth | HiLo vs dense | core only vs dense |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in [("all", probe), *probe["families"].items()]:
+        lines.append(f"| {name} | {_num(row['psnr_mask_dense_vs_truth'])} | {_num(row['psnr_mask_best_fill_vs_truth'])} "
+                     f"({row['best_fill']}) | {_num(row['psnr_mask_hilo_vs_dense'])} "
+                     f"| {_num(row['psnr_mask_core_only_vs_dense'])} |")
+    lines += ["", f"Model over the best fill: {_num(cond['model_over_best_fill_db'])} dB; removing the context costs "
+              f"{_num(cond['context_cost_db'])} dB more than HiLo.", ""]
+    return lines
 
 
 def _plots(report: dict[str, Any], out: Path) -> list[str]:

@@ -52,6 +52,48 @@ def new_model(seed: int = 0) -> torch.nn.Module:
     return model
 
 
+DECODER_FILE = "decoder.safetensors"
+DECODER_WIDTH = 32
+
+
+class Decoder(torch.nn.Module):
+    """Pixels in, pixels out: refines the hole of a finished edit (4 convs: a 9-px receptive field).
+
+    Input: the edit with the known pixels outside the hole, and the hole; the output keeps
+    every known pixel exactly. Starts as the identity (last layer zero).
+    """
+
+    def __init__(self, width: int = DECODER_WIDTH):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(4, width, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.GELU(),
+            torch.nn.Conv2d(width, 3, 3, padding=1),
+        )
+        torch.nn.init.zeros_(self.net[-1].weight)
+        torch.nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """image [B, 3, H, W] in [-1, 1] (known pixels outside ``hole``), hole [B, 1, H, W] (1 = unknown)."""
+        refined = image + self.net(torch.cat([image, hole], dim=1))
+        return torch.where(hole > 0, refined, image)
+
+
+def load_decoder(folder) -> Decoder | None:
+    """The decoder stored next to the transformer's weights in ``folder``; None where there is none (v1)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(folder) / DECODER_FILE
+    if not path.exists():
+        return None
+    decoder = Decoder()
+    decoder.load_state_dict({k: v.float() for k, v in load_file(path).items()})
+    return decoder.eval()
+
+
 # ------------------------------------------------------------------ pixels <-> tokens
 
 

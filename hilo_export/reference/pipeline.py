@@ -2,6 +2,8 @@
 
 A thin diffusers pipeline around ``FlowMatchEulerDiscreteScheduler``: known pixels follow
 their exact noisy trajectory and are pasted back at the end, so only the hole is generated.
+The model's decoder (v2) then repaints the hole's pixels across token edges, as a VAE
+decoder would.
 Its transformer may be the stock model or a HiLo one (``hilo_export.apply``); a HiLo
 transformer is asked to plan the edit once, before the loop.
 """
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
-from ..model.loading import ModelError, load_reference
+from ..model.loading import ModelError, load_reference, reference_weights_dir
 from ..planning.plan import TokenPlan
 from . import model as ref
 
@@ -39,18 +41,22 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
 
     hilo_fill = "zero"  # dropped tokens are all known pixels, which every step overwrites
 
-    def __init__(self, transformer: torch.nn.Module, scheduler: FlowMatchEulerDiscreteScheduler):
+    def __init__(self, transformer: torch.nn.Module, scheduler: FlowMatchEulerDiscreteScheduler,
+                 decoder: ref.Decoder | None = None):
         super().__init__()
-        self.register_modules(transformer=transformer, scheduler=scheduler)
+        self.register_modules(transformer=transformer, scheduler=scheduler, decoder=decoder)
 
     @classmethod
-    def from_reference(cls, model: torch.nn.Module | None = None) -> "ReferenceInpaintPipeline":
+    def from_reference(cls, model: torch.nn.Module | None = None,
+                       decoder: ref.Decoder | None = None) -> "ReferenceInpaintPipeline":
+        """The shipped model and its decoder; a given ``model`` comes with the given ``decoder`` only."""
         if model is None:
             try:
                 model = load_reference()
             except ModelError as err:
                 raise EditInputError(str(err)) from None
-        return cls(model, FlowMatchEulerDiscreteScheduler(shift=1.0))
+            decoder = ref.load_decoder(reference_weights_dir())
+        return cls(model, FlowMatchEulerDiscreteScheduler(shift=1.0), decoder)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, mask: np.ndarray, steps: int = 8, seed: int = 0, dense: bool = False,
@@ -81,7 +87,10 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
             residual = self.transformer(**ref.model_inputs(x, cond, torch.tensor([sigma]), grid), return_dict=False)[0]
             step_seconds.append(time.perf_counter() - tick)
             x = self.scheduler.step(ref.velocity(residual, x, prefill, sigma), t, x, return_dict=False)[0]
-        edited = ref.to_uint8(ref.unpack(x, grid))
+        edited = torch.where(hole > 0, ref.unpack(x, grid), pixels)
+        if self.decoder is not None:
+            edited = self.decoder(edited, hole)
+        edited = ref.to_uint8(edited)
         out = np.where(hole_pixels[..., None] > 0, edited, image)  # outside the mask: the input, bit for bit
         return EditResult(out, step_seconds, time.perf_counter() - start, plan)
 

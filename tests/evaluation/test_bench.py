@@ -50,8 +50,25 @@ def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, refer
         assert c["speedup"] > 0 and c["ideal_speedup"] >= 1 and c["flux1_dev_ideal_speedup"] >= 1
         assert sum(c["bucket_mix"].values()) == pytest.approx(1.0)
         assert c["fidelity"]["outside_mask_max_abs_diff"] == 0
-        assert c["psnr_mask_dense_vs_truth"] is not None and c["psnr_mask_noise_floor"] is not None
+        assert c["psnr_mask_noise_floor"] is not None
+        # compressed edits are pooled; edits planned into full (the dense edit) are scored apart
+        compressed = c["fidelity"]["edits_compressed"]
+        assert (c["psnr_mask_dense_vs_truth"] is not None) == (compressed > 0)
+        assert (c["psnr_full_mask_dense_vs_truth"] is not None) == (c["fidelity"]["edits_full"] > 0)
     assert saved["categories"][0]["mask_ratio_mean"] < saved["categories"][2]["mask_ratio_mean"]
+    # both grids are reported (the full bench runs them on the same 64x64 grid; quick on small ones)
+    assert saved["latency_grid"] == [12, 20] and saved["fidelity_grid"] == [16, 16]
+    for c in saved["categories"]:
+        f = c["fidelity"]
+        assert f["edits_compressed"] + f["edits_full"] == f["edits"] and "psnr_full_mask_dense_vs_truth" in c
+    probe = saved["probe"]
+    for key in ("psnr_mask_dense_vs_truth", "psnr_mask_best_fill_vs_truth", "psnr_mask_hilo_vs_dense",
+                "psnr_mask_core_only_vs_dense"):
+        assert key in probe, key
+    assert probe["psnr_mask_dense_vs_truth"] is not None and probe["psnr_mask_best_fill_vs_truth"] is not None
+    assert [t["category"] for t in report["targets"]].count("probe") == 2
+    md = (out / "report.md").read_text()
+    assert "Context probe" in md and "grid 16x16" in md
     assert report["targets"] and all(isinstance(t["met"], bool) for t in report["targets"])
     md = (out / "report.md").read_text()
     assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md

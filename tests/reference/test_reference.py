@@ -57,3 +57,23 @@ def test_shipped_weights_load_in_float32_and_are_small():
 def test_image_conversions_round_trip():
     image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     assert np.array_equal(ref.to_uint8(ref.to_tensor(image)), image)
+
+
+def test_decoder_starts_as_identity_and_never_touches_known_pixels(tmp_path):
+    from safetensors.torch import save_file
+
+    decoder = ref.Decoder()
+    image = torch.rand(1, 3, 16, 24) * 2 - 1
+    hole = torch.zeros(1, 1, 16, 24)
+    hole[..., 4:12, 8:16] = 1
+    assert torch.equal(decoder(image, hole), image)
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.add_(0.01)
+    out = decoder(image, hole)
+    known = hole.expand_as(image) == 0
+    assert torch.equal(out[known], image[known]) and not torch.equal(out, image)
+    assert ref.load_decoder(tmp_path) is None  # a v1 folder: no decoder
+    save_file({k: v.half().contiguous() for k, v in decoder.state_dict().items()}, tmp_path / ref.DECODER_FILE)
+    loaded = ref.load_decoder(tmp_path)
+    assert torch.allclose(loaded(image, hole), out, rtol=1e-2, atol=1e-2)  # float16 storage
