@@ -19,7 +19,6 @@ context can predict, where removing the context must cost more than HiLo does.
 
 from __future__ import annotations
 
-import math
 import platform
 import statistics
 import time
@@ -37,7 +36,7 @@ from ..planning.buckets import FULL, parse_buckets
 from ..planning.plan import PlannerConfig, TokenPlan
 from .flops import FLUX1_DEV, StepFlops
 from .masks import CATEGORY_RATIOS, SuiteMask, mask_suite
-from .metrics import border_ring, ssim
+from .metrics import Pooled, border_ring, ssim
 
 EVAL_IMAGES = ("coffee", "chelsea", "rocket")
 RING_PX = 8  # border ring width: one reference-model token
@@ -202,11 +201,9 @@ def plan_categories(plan: Callable[[np.ndarray, np.ndarray], TokenPlan], resolut
 
 
 @dataclass
-class Fidelity:
+class Fidelity(Pooled):
     """Squared errors summed per comparison (pooled into one PSNR per category) and SSIM samples."""
 
-    sq: dict[str, float] = field(default_factory=dict)
-    px: dict[str, int] = field(default_factory=dict)
     ssim: dict[str, list[float]] = field(default_factory=dict)
     outside_max_abs: int = 0
     edit_s: dict[str, list[float]] = field(default_factory=lambda: {"hilo": [], "dense": []})
@@ -214,18 +211,6 @@ class Fidelity:
     kept_ratio: list[float] = field(default_factory=list)
     buckets: list[str] = field(default_factory=list)
     grid: tuple[int, int] | None = None
-
-    def add(self, key: str, a: np.ndarray, b: np.ndarray, region: np.ndarray) -> None:
-        diff = a[region].astype(np.float64) - b[region].astype(np.float64)
-        self.sq[key] = self.sq.get(key, 0.0) + float((diff**2).sum())
-        self.px[key] = self.px.get(key, 0) + diff.size
-
-    def psnr(self, key: str) -> float | None:
-        """Pooled PSNR; None when nothing was compared or every compared pixel was identical (infinite PSNR)."""
-        if not self.px.get(key):
-            return None
-        mse = self.sq[key] / self.px[key]
-        return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -> dict[str, Fidelity]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,3 +53,23 @@ def border_ring(mask: np.ndarray, width: int) -> np.ndarray:
     inside = torch.from_numpy(mask > 0)[None, None].float()
     eroded = -F.max_pool2d(-inside, 2 * width + 1, stride=1, padding=width)
     return ((inside - eroded)[0, 0] > 0).numpy()
+
+
+@dataclass
+class Pooled:
+    """Squared errors summed per comparison: one PSNR over all pixels compared."""
+
+    sq: dict[str, float] = field(default_factory=dict)
+    px: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, a: np.ndarray, b: np.ndarray, region: np.ndarray) -> None:
+        diff = a[region].astype(np.float64) - b[region].astype(np.float64)
+        self.sq[key] = self.sq.get(key, 0.0) + float((diff**2).sum())
+        self.px[key] = self.px.get(key, 0) + diff.size
+
+    def psnr(self, key: str) -> float | None:
+        """None where nothing was compared or every compared pixel was equal (infinite PSNR)."""
+        if not self.px.get(key):
+            return None
+        mse = self.sq[key] / self.px[key]
+        return None if mse == 0 else 10 * math.log10(255.0**2 / mse)

@@ -19,7 +19,7 @@ is reported.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -29,6 +29,7 @@ from ..planning.buckets import FULL
 from ..reference import model as ref
 from ..reference.procedural import FAMILIES, procedural_image
 from .masks import mask_suite
+from .metrics import Pooled
 
 MODEL_OVER_FILL_DB = 3.0
 CONTEXT_COST_DB = 3.0
@@ -64,26 +65,6 @@ def classical_fills(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray
     biharmonic = inpaint_biharmonic(image.astype(np.float64) / 255, mask, channel_axis=-1)
     return {"push-pull": ref.to_uint8(ref.diffusion_fill(pixels, hole)),
             "biharmonic": (biharmonic.clip(0, 1) * 255).round().astype(np.uint8)}
-
-
-@dataclass
-class Pooled:
-    """Squared errors summed per comparison: one PSNR over all pixels compared."""
-
-    sq: dict[str, float] = field(default_factory=dict)
-    px: dict[str, int] = field(default_factory=dict)
-
-    def add(self, key: str, a: np.ndarray, b: np.ndarray, region: np.ndarray) -> None:
-        diff = a[region].astype(np.float64) - b[region].astype(np.float64)
-        self.sq[key] = self.sq.get(key, 0.0) + float((diff**2).sum())
-        self.px[key] = self.px.get(key, 0) + diff.size
-
-    def psnr(self, key: str) -> float | None:
-        """None where nothing was compared or every compared pixel was equal (infinite PSNR), as in bench."""
-        if not self.px.get(key):
-            return None
-        mse = self.sq[key] / self.px[key]
-        return None if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def run_probe(ablation: Any, size: int, per_family: int = 2, selections: tuple[str, ...] = ("hilo", "core_only"),
