@@ -135,8 +135,10 @@ def meta_model(folder: Path) -> torch.nn.Module:
         config = cls.load_config(folder)
         with torch.device("meta"):
             return cls.from_config(config).eval()
-    except (OSError, ValueError, TypeError) as err:
-        raise ModelError(f"cannot build the model of {config_path}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, TypeError, RuntimeError) as err:
+        # TypeError: a setting of the wrong type (a string where a number belongs)
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelError(f"cannot build the model of {config_path}: {first}; check the settings there") from None
 
 
 def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -184,8 +186,8 @@ def load_for_export(name: str) -> ExportModel:
     path = Path(name).expanduser()
     source, shown = (path, str(path.resolve())) if path.exists() else (cached_folder(name), name)
     folder = transformer_folder(source)
+    meta = meta_model(folder)  # the config first: a broken config.json is the error to report, not the weights
     weights = ShardedWeights(folder)
-    meta = meta_model(folder)
     check_covers(meta, weights, str(folder))
     loaded = LoadedModel(shown, "folder" if path.exists() else "cache", meta, weights.sha256(list(meta.state_dict())))
     fp32_bytes = sum(4 * math.prod(shape) for _, shape in weights.entries().values())
