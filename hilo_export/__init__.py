@@ -7,18 +7,8 @@ Stages, one subpackage each, imports flowing one way: ``planning`` <- ``model`` 
 # before the imports: export.builder records it in every manifest
 __version__ = "0.1.0"
 
-from typing import Any  # noqa: E402
-
 from .model import HiLoTransformer  # noqa: E402
 from .planning import LowFreqLayout, PlanError, PlannerConfig, TokenPlan, plan_batch, plan_tokens  # noqa: E402
-from .runtime import HiLoRuntime  # noqa: E402
-
-
-def apply(pipe: Any, runtime: Any, fill: str | None = None, composite: bool = False) -> Any:
-    """Run a diffusers pipeline's transformer with HiLo; ``.restore()`` undoes it (see ``runtime.apply``)."""
-    from .runtime.pipeline import apply as apply_to_pipeline
-
-    return apply_to_pipeline(pipe, runtime, fill, composite)
-
+from .runtime import HiLoRuntime, apply  # noqa: E402
 
 __all__ = ["HiLoRuntime", "HiLoTransformer", "LowFreqLayout", "PlanError", "PlannerConfig", "TokenPlan", "apply", "plan_batch", "plan_tokens"]

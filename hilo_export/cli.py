@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from .examples import example_image_path, example_mask_path
+from .export.trt_check import TENSORRT_VERSION
 from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
 from .planning.buckets import BucketError
 from .planning.inputs import DEFAULT_TOKEN_SIZE
@@ -125,7 +126,7 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
 @click.option("--verbose", is_flag=True, help="Show polygraphy's full comparison report.")
 @click.option("--trt-check", is_flag=True,
               help="Only check, statically, that TensorRT's ONNX parser supports every node of every graph (runs nothing).")
-@click.option("--tensorrt", "tensorrt_version", default="10.1", show_default=True,
+@click.option("--tensorrt", "tensorrt_version", default=TENSORRT_VERSION, show_default=True,
               help="The TensorRT version whose published operator support --trt-check uses.")
 def validate(folder, verbose, trt_check, tensorrt_version) -> None:
     """Compare every bucket's engine with the torch reference (polygraphy); exit 1 on mismatch.

@@ -29,6 +29,11 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
+def current_rss() -> int:
+    """Resident bytes now (VmRSS): what each bucket's first run leaves held, e.g. its session's weights."""
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+
+
 def serve(folder: Path, setting: str, rotations: int) -> dict:
     """One child process: load the folder and serve every bucket ``rotations`` times."""
     import numpy as np
@@ -42,7 +47,7 @@ def serve(folder: Path, setting: str, rotations: int) -> dict:
     manifest = read_manifest(folder)
     rng = np.random.default_rng(0)
     order = [b["name"] for b in manifest["buckets"]]
-    after_warmup = None
+    after_warmup, held = None, {}
     for rotation in range(rotations):
         for bucket in manifest["buckets"]:
             feeds = {}
@@ -53,9 +58,12 @@ def serve(folder: Path, setting: str, rotations: int) -> dict:
                 else:
                     feeds[value["name"]] = rng.standard_normal(value["shape"]).astype(value["dtype"])
             runtime.run_bucket(bucket["name"], feeds)
+            if rotation == 0:
+                held[bucket["name"]] = current_rss()
         if rotation == 0:
             after_warmup = peak_rss()
-    return {"setting": setting, "buckets": order, "peak_after_warmup": after_warmup, "peak": peak_rss()}
+    return {"setting": setting, "buckets": order, "peak_after_warmup": after_warmup, "peak": peak_rss(),
+            "held_after_first_run": held}
 
 
 def main() -> None:
@@ -74,17 +82,17 @@ def main() -> None:
     from hilo_export.export import BuildRequest, build, parse_resolution
     from hilo_export.export.builder import default_out_dir
     from hilo_export.export.manifest import read_manifest
-    from hilo_export.model.loading import load_model
 
     resolution = parse_resolution(args.resolution)
     folder = build(BuildRequest(args.model, resolution=resolution, out_dir=args.out or default_out_dir(args.model, resolution)),
                    progress=lambda m: print(m, file=sys.stderr))
     manifest = read_manifest(folder)
-    weights = sum(p.numel() * p.element_size() for p in load_model(args.model).model.parameters())
-    files = {kind: sum(f["bytes"] for f in g["files"]) for kind, g in manifest["graphs"].items()}
+    weights = manifest["weights"]["files"][0]["bytes"]  # the one file every graph's session reads its weights from
+    graphs = {kind: g["files"][0]["bytes"] for kind, g in manifest["graphs"].items()}
     goal = 1.5 * weights + 1.5 * GIB
-    print(f"{args.model} at {resolution[0]}x{resolution[1]}: one DiT's weights {weights / GIB:.2f} GiB; graph files "
-          + ", ".join(f"{k} {v / GIB:.2f} GiB" for k, v in files.items()) + f"; goal: peak RSS <= {goal / GIB:.2f} GiB")
+    print(f"{args.model} at {resolution[0]}x{resolution[1]}: one DiT's weights {weights / GIB:.2f} GiB (shared file); "
+          "ONNX files " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in graphs.items())
+          + f"; goal: peak RSS <= {goal / GIB:.2f} GiB")
     results: dict[str, list[dict]] = {"current": [], "own-weights": [], "ort-defaults": []}
     for round_ in range(args.rounds):
         for setting in results if round_ % 2 == 0 else reversed(list(results)):
@@ -99,6 +107,10 @@ def main() -> None:
         peak = [r["peak"] / GIB for r in runs]
         print(f"{setting:14s} {min(warm):8.2f}-{max(warm):.2f} GiB {min(peak):8.2f}-{max(peak):.2f} GiB "
               f"{max(peak) * GIB / goal:11.2f}")
+    print("resident after each bucket's first run (the full graph's session is made at its first run):")
+    for setting, runs in results.items():
+        held = runs[0]["held_after_first_run"]
+        print(f"{setting:14s} " + "  ".join(f"{name} {value / GIB:.2f} GiB" for name, value in held.items()))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -59,23 +59,18 @@ class PhaseTimer:
             object.__delattr__(owner, name)
 
 
-def timed_edit(pipe, hilo, size: int, steps: int, text_len: int) -> dict[str, float]:
+def timed_edit(pipe, size: int, steps: int, text_len: int) -> dict[str, float]:
     timer = PhaseTimer()
     with timer.timing(pipe, "encode_prompt", "text"), timer.timing(pipe.vae, "encode", "vae"), \
             timer.timing(pipe.vae, "decode", "vae"), timer.timing(pipe.transformer, "forward", "steps"):
         prepare = getattr(pipe.transformer, "prepare", None)
-        with timer.timing(pipe.transformer, "prepare", "planner") if prepare else _nothing():
+        with timer.timing(pipe.transformer, "prepare", "planner") if prepare else nullcontext():
             start = time.perf_counter()
             pipe(prompt="remove the spoon", image=example_image(), mask_image=example_mask(), height=size, width=size,
                  num_inference_steps=steps, max_sequence_length=text_len, generator=torch.Generator().manual_seed(0),
                  output_type="np")
             timer.seconds["total"] = time.perf_counter() - start
     return timer.seconds
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def spread(values: list[float]) -> str:
@@ -98,11 +93,11 @@ def tiny(args) -> None:
     for round_ in range(args.rounds + 1):  # round 0 warms up the sessions and is dropped
         for mode in results:
             if mode == "stock torch":
-                seconds = timed_edit(pipe, None, args.size, args.steps, args.text_len)
+                seconds = timed_edit(pipe, args.size, args.steps, args.text_len)
             else:
                 with apply(pipe, runtime) as handle:
                     handle.dense = mode == "dense"
-                    seconds = timed_edit(pipe, handle, args.size, args.steps, args.text_len)
+                    seconds = timed_edit(pipe, args.size, args.steps, args.text_len)
                     bucket = handle.plan.bucket if mode == "HiLo" else bucket
             if round_:
                 for phase in PHASES:

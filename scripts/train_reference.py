@@ -198,7 +198,7 @@ def export_weights(checkpoint: Path, out: Path) -> None:
     state = ref.load_checkpoint(checkpoint)
     model = ref.new_model()
     model.load_state_dict(state["ema"])
-    for param in model.parameters():  # float16 storage halves the file; load() computes in float32
+    for param in model.parameters():  # float16 storage halves the file; load_reference() computes in float32
         param.data = param.data.to(torch.float16)
     staging = out.with_name(f".{out.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)

@@ -28,8 +28,9 @@ def _imported_modules(path: Path, package: Path) -> list[tuple[int, tuple[str, .
                 base = current[: len(current) - (node.level - 1)]
                 target = (*base, *node.module.split(".")) if node.module else base
                 names = [target] if node.module else [(*target, a.name) for a in node.names]
-            elif (node.module or "").startswith("hilo_export"):
-                names = [tuple(node.module.split(".")[1:])]
+            elif node.module == "hilo_export" or (node.module or "").startswith("hilo_export."):
+                target = tuple(node.module.split(".")[1:])
+                names = [target] if target else [(a.name,) for a in node.names]
             else:
                 continue
             found += [(node.lineno, n) for n in names]
@@ -61,9 +62,12 @@ def test_a_wrong_way_import_is_seen(tmp_path):
     (tmp_path / "planning").mkdir()
     (tmp_path / "planning" / "a.py").write_text("from ..export import builder\n")
     (tmp_path / "planning" / "b.py").write_text("def f():\n    import hilo_export.runtime.runtime\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "d.py").write_text("from hilo_export import runtime\nfrom hilo_export.planning import plan\n")
     (tmp_path / "runtime").mkdir()
     (tmp_path / "runtime" / "c.py").write_text("from ..planning import plan\nfrom . import pipeline\n")
-    assert sorted(wrong_way_imports(tmp_path)) == ["planning/a.py:1 imports export", "planning/b.py:2 imports runtime.runtime"]
+    assert sorted(wrong_way_imports(tmp_path)) == [
+        "model/d.py:1 imports runtime", "planning/a.py:1 imports export", "planning/b.py:2 imports runtime.runtime"]
 
 
 def test_planning_loads_no_heavy_dependency():

@@ -179,7 +179,7 @@ def run_photo_ablation(ablation: Ablation, resolution: int, per_category: int = 
     """Every selection on the held-out photos with suite masks (seed 1, as bench): in-mask PSNR pooled per selection."""
     from .bench import eval_image
     from .masks import mask_suite
-    from .probe import Pooled
+    from .metrics import Pooled
 
     pooled, tokens, full_edits, edits = Pooled(), {name: [] for name in selections}, 0, 0
     suite = mask_suite((resolution, resolution), per_category, seed=1)

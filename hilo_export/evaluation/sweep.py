@@ -22,7 +22,7 @@ from ..files import atomic_path
 from ..model.loading import text_len_for, token_size_for
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, plan_tokens
-from .bench import BenchSettings, Fidelity, eval_image, plan_categories
+from .bench import PSNR_VS_DENSE_TARGET_DB, BenchSettings, Fidelity, eval_image, plan_categories
 from .flops import StepFlops
 from .masks import CATEGORY_RATIOS, mask_suite
 
@@ -137,7 +137,7 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chosen_variant(sweep: dict[str, Any], floor_db: float = 30.0) -> str | None:
+def chosen_variant(sweep: dict[str, Any], floor_db: float = PSNR_VS_DENSE_TARGET_DB) -> str | None:
     """The fastest variant (mean ideal speedup over the categories) whose edits stay at least
     ``floor_db`` from the dense ones in every category: how the default bucket table was picked."""
     def psnr(e: dict[str, Any]) -> float:
@@ -148,7 +148,7 @@ def chosen_variant(sweep: dict[str, Any], floor_db: float = 30.0) -> str | None:
     return best["label"] if best else None
 
 
-def _plot(sweep: dict[str, Any], path: Path, floor_db: float = 30.0) -> None:
+def _plot(sweep: dict[str, Any], path: Path, floor_db: float = PSNR_VS_DENSE_TARGET_DB) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,7 +165,7 @@ def _plot(sweep: dict[str, Any], path: Path, floor_db: float = 30.0) -> None:
             ax.scatter(e["ideal_speedup"], db, s=26, marker=markers[i % len(markers)], color=f"C{i % 10}", label=v["label"])
             if v["label"] == chosen:
                 ax.scatter(e["ideal_speedup"], db, s=160, facecolors="none", edgecolors="black", linewidths=1.5,
-                           label="chosen (fastest >= 30 dB everywhere)")
+                           label=f"chosen (fastest >= {floor_db:.0f} dB everywhere)")
         ax.axhline(floor_db, color="gray", linestyle="--", linewidth=1, label=f"{floor_db:.0f} dB floor")
         ax.set_title(f"{category} masks")
         ax.set_xlabel("ideal per-step speedup (FLOPs)")

@@ -28,6 +28,7 @@ from ..model.weights import ExportModel, load_for_export
 from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, parse_buckets
 from ..planning.plan import LowFreqLayout, PlannerConfig
 from .backends import Profile, get_backend
+from .external import plan_weights, write_weights
 from .graph import (
     ONNX_OPSET,
     PRECISIONS,
@@ -37,7 +38,6 @@ from .graph import (
     check_against_torch,
     export_graph,
 )
-from .external import plan_weights, write_weights
 from .manifest import (
     DIGEST,
     SCHEMA_VERSION,
@@ -47,6 +47,7 @@ from .manifest import (
     files_intact,
     json_sha256,
     read_manifest,
+    value_info,
     write_manifest,
 )
 
@@ -246,7 +247,7 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         export_graph(EngineGraph(adapter, meta, spec).eval(), onnx_path, layout, progress)
         check = _check(source, adapter, spec, onnx_path, profiles, progress)
         check["tensorrt"] = _trt_check(onnx_path, backend.name, progress)
-        files = [file_entry(out_dir, onnx_path), *weights["files"]]
+        files = [file_entry(onnx_path), *weights["files"]]
 
     onnx_sha = files[0]["sha256"]
     engine_key = _engine_key(onnx_sha, profiles, spec.precision, backend.name, backend.version(), device,
@@ -260,7 +261,7 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         built = backend.build(onnx_path, profiles, spec.precision, out_dir, engine_key)
         if built:
             progress(f"{spec.kind} engine: built {', '.join(p.name for p in built)}")
-        engine_files = [file_entry(out_dir, p) for p in built]
+        engine_files = [file_entry(p) for p in built]
 
     import onnx
 
@@ -271,8 +272,8 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         "files": files,
         "check": check,
         "engine": {"key": engine_key, "files": engine_files, "profiles": [p.bucket for p in profiles]},
-        "inputs": [_value_info(v) for v in proto.graph.input],
-        "outputs": [_value_info(v) for v in proto.graph.output],
+        "inputs": [value_info(v) for v in proto.graph.input],
+        "outputs": [value_info(v) for v in proto.graph.output],
     }
 
 
@@ -333,9 +334,9 @@ def _planner_model(request: BuildRequest, table: tuple[Bucket, ...], out_dir: Pa
     proto = onnx.load(str(path))
     return {
         "key": key,
-        "files": [file_entry(out_dir, path)],
-        "inputs": [_value_info(v) for v in proto.graph.input],
-        "outputs": [_value_info(v) for v in proto.graph.output],
+        "files": [file_entry(path)],
+        "inputs": [value_info(v) for v in proto.graph.input],
+        "outputs": [value_info(v) for v in proto.graph.output],
     }
 
 
@@ -483,14 +484,6 @@ def _remove_unreferenced(out_dir: Path, manifest: dict[str, Any]) -> None:
     for path in out_dir.iterdir():
         if _OWNED.match(path.name) and path.name not in keep:
             _remove(path)
-
-
-def _value_info(value) -> dict[str, Any]:
-    import onnx
-
-    tensor = value.type.tensor_type
-    dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
-    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": dims}
 
 
 def _plain(value: Any) -> Any:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..model.ops import onnx_functions, onnx_translations, token_scatter
-from ..model.weights import meta_copy
 from ..model.sequence import PlanTensors
+from ..model.weights import meta_copy
 from ..planning.buckets import K_AXIS
 from ..planning.plan import LowFreqLayout
 from .external import MODEL_PREFIX, WeightsFile, attach

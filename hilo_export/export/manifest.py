@@ -34,8 +34,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_entry(folder: Path, path: Path) -> dict[str, Any]:
+def file_entry(path: Path) -> dict[str, Any]:
     return {"path": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def value_info(value) -> dict[str, Any]:
+    """An ONNX graph input or output as the manifest lists it: name, numpy dtype name, shape
+    (a dynamic axis by its ``dim_param`` name)."""
+    import onnx
+
+    tensor = value.type.tensor_type
+    dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+    return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": dims}
 
 
 def entry_path(folder: Path, entry: dict[str, Any]) -> Path:

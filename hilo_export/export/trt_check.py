@@ -81,9 +81,10 @@ def _check_node(node, types: dict[str, int], constants: set[str], functions: dic
         # the body, with the call's input types bound to the function's inputs
         inner = {formal: types[actual] for formal, actual in zip(function.input, node.input) if actual in types}
         body_constants = {out for n in function.node if n.op_type == "Constant" for out in n.output}
+        body_types = _propagate(function, inner)
         found = []
         for body_node in function.node:
-            for rejection in _check_node(body_node, _propagate(function, inner), body_constants, {}, table, graph):
+            for rejection in _check_node(body_node, body_types, body_constants, {}, table, graph):
                 found += reject(f"its function body would be rejected: {rejection.op_type}: {rejection.reason}")
         return found
     if node.domain not in _STANDARD:
@@ -163,8 +164,8 @@ def _elem_types(graph) -> dict[str, int]:
 
 def check_folder(folder: Path, version: str = TENSORRT_VERSION) -> dict[str, list[Rejection]]:
     """Every graph of a built folder (from its manifest): graph kind -> rejections."""
-    from .manifest import read_manifest
+    from .manifest import entry_path, read_manifest
 
     manifest = read_manifest(folder)
     table = support_table(version)
-    return {kind: check_graph(Path(folder) / graph["files"][0]["path"], table) for kind, graph in manifest["graphs"].items()}
+    return {kind: check_graph(entry_path(Path(folder), graph["files"][0]), table) for kind, graph in manifest["graphs"].items()}

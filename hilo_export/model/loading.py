@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..planning.inputs import DEFAULT_TOKEN_SIZE
+
 
 class ModelError(ValueError):
     """A model that cannot be found or loaded; the message says what to do."""
@@ -42,7 +44,6 @@ BUILTIN_TEXT_LEN = {"tiny-flux": 8, "flux-shaped": 512, REFERENCE: 1}
 DEFAULT_TEXT_LEN = 512
 # Pixels per token side: Flux's is 16 (8 px per VAE latent pixel, 2 x 2 patches).
 BUILTIN_TOKEN_SIZE = {REFERENCE: 8}
-DEFAULT_TOKEN_SIZE = 16
 BUILTIN_NAMES = (REFERENCE, *BUILTIN_CONFIGS)
 
 
@@ -150,10 +151,10 @@ def _transformer_class(config_path: Path):
 
 
 def _from_folder(path: Path) -> torch.nn.Module:
-    folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path
+    from .weights import transformer_folder
+
+    folder = transformer_folder(path)
     config = folder / "config.json"
-    if not config.exists():
-        raise ModelError(f"{path} holds no diffusers model: expected config.json in it or in its transformer/ subfolder")
     try:
         return _transformer_class(config).from_pretrained(folder).eval()
     except (OSError, ValueError, RuntimeError, TypeError) as err:

@@ -1,9 +1,9 @@
 """Token planning: which tokens of an image the DiT sees for one edit.
 
 Owns the planner (input checks and mask pooling, frequency score, selection), buckets,
-calibration, the planner as ONNX and the selection picture. Pure torch and numpy: never
-imports diffusers, onnx at import time, a backend, or another hilo_export subpackage (they
-all import this one).
+calibration, the planner as ONNX and the selection picture (Pillow). Torch and numpy otherwise:
+never imports diffusers, onnx at import time, a backend, or another hilo_export subpackage
+(they all import this one).
 """
 
 from .buckets import FULL, K_AXIS, Bucket, BucketError, format_buckets, parse_buckets

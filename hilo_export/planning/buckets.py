@@ -9,8 +9,8 @@ keeps every token and adds no low-frequency tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 FULL = "full"
 # The engines' one dynamic axis: the kept full-resolution tokens of a bucket (ONNX dim_param).

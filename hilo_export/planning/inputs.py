@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
 # Pixels per token side when none is given: Flux's (VAE factor 8 x patch 2), the family this
 # toolchain targets. The API, plan and calibrate share it; a built folder carries its own (the
 # reference model's is 8) and plan --engines uses that.

@@ -67,7 +67,7 @@ class _Graph:
         return self.op("Reshape", x, self.const(shape, np.int64))
 
     def fold_sum(self, x: str, axis: int, parts: int, shape_after: list[int]) -> str:
-        """plan._sum_along: parts summed left to right along ``axis``, which is then dropped."""
+        """frequency._sum_along: parts summed left to right along ``axis``, which is then dropped."""
         if parts == 1:
             return self.reshape(x, shape_after)
         pieces = self.op("Split", x, axis=axis, outputs=parts)
@@ -96,7 +96,7 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
 
     g = _Graph()
 
-    # 1. mask tokens: any pixel >= 128 (plan._mask_tokens), dilated by a max pool (plan._dilate)
+    # 1. mask tokens: any pixel >= 128 (inputs.pool_mask), dilated by a max pool (inputs.dilate)
     mask = g.op("Cast", "mask", to=TensorProto.INT32)
     peak = g.op("ReduceMax", g.reshape(mask, [h, token_size, w, token_size]), axes=[1, 3], keepdims=0)
     tokens = g.op("Greater", peak, g.const(127, np.int32))
@@ -107,7 +107,7 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
         tokens = g.op("Greater", g.reshape(pooled, [h, w]), g.const(0.0, f32))
     mask_flat = g.reshape(tokens, [n_tokens])
 
-    # 2. frequency score (plan._box_gray, _pooled_sobel, _frequency_map): exact integer gray sums
+    # 2. frequency score (frequency._box_gray, _pooled_sobel, frequency_map): exact integer gray sums
     wide = np.int32 if 255 * sum(GRAY_WEIGHTS) * stride * stride < 2**31 else np.int64
     pixels = g.op("Cast", "image", to=helper.np_dtype_to_tensor_dtype(np.dtype(wide)))
     summed = g.op("ReduceSum", g.reshape(pixels, [rows, stride, cols, stride, 3]), g.const([1, 3], i64), keepdims=0)
@@ -129,7 +129,7 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
     cell_sum = g.fold_sum(by_rows, 2, per_token, [h, w])
     score = g.op("Div", cell_sum, g.const(score_scale(token_size, config.freq_samples, True), f32))
 
-    # 3. regional mean (plan._regional_mean): zero-padded windows summed in row-major order
+    # 3. regional mean (frequency.regional_mean): zero-padded windows summed in row-major order
     radius = config.region_radius
     if radius:
         size = 2 * radius + 1

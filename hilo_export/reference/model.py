@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-NAME = "reference"
 TOKEN_SIZE = 8
 LATENT_CHANNELS = 3 * TOKEN_SIZE * TOKEN_SIZE  # 192
 MASK_CHANNELS = TOKEN_SIZE * TOKEN_SIZE  # 64

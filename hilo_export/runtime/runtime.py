@@ -37,6 +37,7 @@ class HiLoRuntime:
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         self._verify = True  # engine bytes are checked against the manifest when read (load(verify=False): not)
+        self._rechecked: set[str] = set()  # files checked again when their first engine was made
 
     @classmethod
     def load(cls, folder: str | Path, backend: str | Backend | None = None, verify: bool = True) -> "HiLoRuntime":
@@ -137,12 +138,14 @@ class HiLoRuntime:
     def _reader(self, graph: dict[str, Any]):
         """Engines are loaded lazily, long after load() checked the files: hand the backend bytes that
         are checked against the manifest once read, so a file changed in between is caught (not run).
-        External weights are read by ONNX Runtime itself; they are checked again just before."""
+        External weights are read by ONNX Runtime itself; they are checked again just before the first
+        engine that reads them is made (the graphs share one weights file: it is hashed once here)."""
         if not self._verify:
             return None
         entries = {self.folder / f["path"]: f for f in graph["files"] + graph["engine"]["files"]}
         if len(graph["files"]) > 1 and not graph["engine"]["files"]:
-            verify_files(self.folder, graph["files"])
+            verify_files(self.folder, [f for f in graph["files"] if f["path"] not in self._rechecked])
+            self._rechecked.update(f["path"] for f in graph["files"])
             return None
 
         def read(path: Path) -> bytes:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..export.manifest import entry_path, read_manifest, verify_files
+from ..export.manifest import all_files, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import LowFreqLayout
 from . import router as router_module
@@ -238,8 +238,7 @@ def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: i
         raise TritonRepoError(f"{out} exists and is not empty; choose another --out, or pass --force to replace it")
     configs = model_configs(manifest, backend, max_batch)
     progress(f"checking {folder} against its manifest")
-    verify_files(folder, [f for graph in manifest["graphs"].values() for f in graph["files"] + graph["engine"]["files"]]
-                 + _planner_entry(manifest)["files"])
+    verify_files(folder, all_files(manifest))  # each file once: the graphs share one weights file
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".partial", dir=out.parent))
@@ -387,13 +386,4 @@ def _same_io(where: str, config, inputs: list[dict[str, Any]], outputs: list[dic
 
 def _onnx_io(onnx, path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     proto = onnx.load(str(path), load_external_data=False)
-
-    def values(infos) -> list[dict[str, Any]]:
-        out = []
-        for info in infos:
-            tensor = info.type.tensor_type
-            dims = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
-            out.append({"name": info.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "shape": dims})
-        return out
-
-    return values(proto.graph.input), values(proto.graph.output)
+    return [value_info(v) for v in proto.graph.input], [value_info(v) for v in proto.graph.output]

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from hilo_export.evaluation.ablation import SELECTIONS, Ablation, crop_box, selection_plan
-from hilo_export.evaluation.probe import Pooled, classical_fills, conditions, probe_set, run_probe
+from hilo_export.evaluation.metrics import Pooled
+from hilo_export.evaluation.probe import classical_fills, conditions, probe_set, run_probe
 from hilo_export.planning.plan import MASK, plan_tokens
 from hilo_export.reference import model as ref
 from hilo_export.reference.procedural import FAMILIES
@@ -78,11 +79,13 @@ def test_pooled_psnr_and_conditions():
 def test_probe_runs_every_selection_on_the_model():
     model = ref.new_model()
     ablation = Ablation(model, ref.Decoder(), steps=1)
-    result = run_probe(ablation, 64, 1, selections=SELECTIONS, progress=lambda _: None)
-    for key in ("psnr_mask_dense_vs_truth", "psnr_mask_best_fill_vs_truth", "psnr_mask_hilo_vs_dense",
-                "psnr_mask_core_only_vs_dense"):
-        assert key in result
-    assert result["grid"] == [8, 8] and result["images"] == len(FAMILIES)
+    # 128 px (16 x 16 tokens): small enough to be quick, large enough that the probe's masks compress
+    result = run_probe(ablation, 128, 1, selections=SELECTIONS, progress=lambda _: None)
+    assert result["grid"] == [16, 16] and result["images"] == len(FAMILIES)
+    assert result["edits_full"] < result["images"]  # some edits really ran every selection
     assert set(result["families"]) == set(FAMILIES) and set(result["selections"]) == set(SELECTIONS)
+    ratios = {name: entry["token_ratio"] for name, entry in result["selections"].items()}
+    assert all(0 < ratio <= 1 for ratio in ratios.values()), ratios
+    assert ratios["mask_only"] < ratios["hilo"]  # HiLo adds context and low-frequency tokens to the mask
     # the zero-correction start is the push-pull fill exactly: dense equals it
     assert result["psnr_mask_dense_vs_truth"] == pytest.approx(result["psnr_mask_fills_vs_truth"]["push-pull"], abs=0.05)

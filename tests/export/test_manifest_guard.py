@@ -1,7 +1,6 @@
 """A manifest is input: its structure is checked, its paths confined, its folder locked while built."""
 
 import errno
-import json
 import os
 import stat
 
@@ -140,8 +139,6 @@ def test_a_malformed_manifest_is_one_clear_error(built_copy, change, command):
 
 def test_the_real_manifest_passes_the_schema(built):
     read_manifest(built)  # the schema is checked on every read: a build's own manifest must pass it
-    schema = json.loads((build_module.Path(build_module.__file__).with_name("manifest.schema.json")).read_text())
-    assert schema["properties"]["schema_version"]["const"] == read_manifest(built)["schema_version"]
 
 
 # ------------------------------------------------------------------ item 6: one build at a time

@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_flux
 
 from hilo_export.model import ModelError, load_model
+from hilo_export.model.loading import weights_sha256
 from hilo_export.model.weights import ShardedWeights, check_covers, load_for_export, meta_model
 
 
@@ -39,8 +40,10 @@ def test_meta_model_has_shapes_and_no_storage(sharded):
 
 
 def test_export_loading_digest_matches_the_eager_loader(sharded):
-    folder, _ = sharded
+    folder, model = sharded
     lean = load_for_export(str(folder))  # a pipeline-style folder: transformer/ inside
+    # read one tensor at a time, the digest equals that of the in-memory model the folder was saved from
+    assert lean.loaded.weights_sha256 == weights_sha256(model)
     assert lean.loaded.weights_sha256 == load_model(str(folder)).weights_sha256  # validate compares these
     assert lean.eager is not None  # small: checked against eager torch at build time
 

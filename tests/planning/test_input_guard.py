@@ -16,7 +16,6 @@ from hilo_export.planning.buckets import BucketError, parse_buckets
 from hilo_export.planning.inputs import DEFAULT_TOKEN_SIZE
 from hilo_export.planning.plan import PlanError, plan_tokens
 
-
 # ------------------------------------------------------------------ item 9: 16-bit and float files
 
 

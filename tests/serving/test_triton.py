@@ -121,7 +121,7 @@ def test_tensorrt_models_list_every_bucket_profile(built_copy, tmp_path):
     for kind, graph in manifest["graphs"].items():
         plan = built_copy / f"{kind}-0000000000000000-stand-in.plan"
         plan.write_bytes(b"not an engine: " + kind.encode())
-        graph["engine"]["files"] = [file_entry(built_copy, plan)]
+        graph["engine"]["files"] = [file_entry(plan)]
     write_manifest(built_copy, manifest)
     repo = write_repository(built_copy, tmp_path / "repo", progress=lambda _: None)
     hilo, full = parse_config(repo / "dit_hilo" / "config.pbtxt"), parse_config(repo / "dit_full" / "config.pbtxt")

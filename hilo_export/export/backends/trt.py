@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ...files import atomic_path
 from ...planning.buckets import K_AXIS
+from ..dtypes import from_numpy, to_numpy
 from . import BackendError, Profile
 
 INSTALL_HINT = (
@@ -160,10 +162,10 @@ class TrtBackend:
         if serialized is None:
             raise BackendError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)")
         engine_path = out_dir / f"{onnx_path.stem}-{key[:16]}.plan"
-        tmp = engine_path.with_name(f".{engine_path.name}.partial")
-        tmp.write_bytes(bytes(serialized))
-        tmp.replace(engine_path)
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        with atomic_path(engine_path) as tmp:
+            tmp.write_bytes(bytes(serialized))
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
         return [engine_path]
 
     def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile],
@@ -204,21 +206,23 @@ class TrtRunner:
             stream = torch.cuda.current_stream()
             # the profile must be chosen before input shapes are set
             self._context.set_optimization_profile_async(self._profile_index[bucket], stream.cuda_stream)
-            inputs = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).cuda() for n in self._input_names}
+            inputs = {n: from_numpy(np.ascontiguousarray(feeds[n])).cuda() for n in self._input_names}
             for name, tensor in inputs.items():
                 self._context.set_input_shape(name, tuple(tensor.shape))
                 self._context.set_tensor_address(name, tensor.data_ptr())
             outputs = {}
             for name in self.output_names:
                 shape = tuple(self._context.get_tensor_shape(name))
-                dtype = _torch_dtype(torch, self._trt.nptype(self._engine.get_tensor_dtype(name)))
+                dtype = _torch_dtype(self._trt, torch, self._engine.get_tensor_dtype(name))
                 outputs[name] = torch.empty(shape, dtype=dtype, device="cuda")
                 self._context.set_tensor_address(name, outputs[name].data_ptr())
             if not self._context.execute_async_v3(stream.cuda_stream):
                 raise BackendError(f"TensorRT execution failed for bucket {bucket}")
             stream.synchronize()
-            return {name: tensor.cpu().numpy() for name, tensor in outputs.items()}
+            return {name: to_numpy(tensor) for name, tensor in outputs.items()}
 
 
-def _torch_dtype(torch, np_dtype) -> Any:
-    return torch.from_numpy(np.zeros(1, dtype=np_dtype)).dtype
+def _torch_dtype(trt, torch, trt_dtype) -> Any:
+    if trt_dtype == trt.DataType.BF16:  # trt.nptype has no numpy type for it
+        return torch.bfloat16
+    return from_numpy(np.zeros(1, dtype=trt.nptype(trt_dtype))).dtype
