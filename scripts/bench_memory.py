@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -26,12 +25,22 @@ GIB = 2**30
 
 
 def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's own peak resident bytes (VmHWM).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that across ``execve`` from the process
+    that forked the child, so every child reported the parent's peak (the build, 4.07 GiB at
+    512x512) instead of its own.
+    """
+    return _status("VmHWM")
 
 
 def current_rss() -> int:
     """Resident bytes now (VmRSS): what each bucket's first run leaves held, e.g. its session's weights."""
-    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
+    return _status("VmRSS")
+
+
+def _status(field: str) -> int:
+    return int(Path("/proc/self/status").read_text().split(f"{field}:")[1].split()[0]) * 1024  # kB
 
 
 def serve(folder: Path, setting: str, rotations: int) -> dict:

@@ -28,7 +28,7 @@ from ..model.weights import ExportModel, load_for_export
 from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, parse_buckets
 from ..planning.plan import LowFreqLayout, PlannerConfig
 from .backends import Profile, get_backend
-from .external import plan_weights, write_weights
+from .external import linear_weights, plan_weights, write_weights
 from .graph import (
     ONNX_OPSET,
     PRECISIONS,
@@ -224,7 +224,7 @@ def _weights(source: ExportModel, precision: str, out_dir: Path, previous: dict[
     if old and old["key"] == key and files_intact(out_dir, old["files"]):
         progress(f"weights: up to date ({path.name})")
         return old
-    planned = plan_weights(source.weights, PRECISIONS[precision], path)
+    planned = plan_weights(source.weights, PRECISIONS[precision], path, linear_weights(source.meta))
     sha256 = write_weights(source.weights, planned, progress)
     return {"key": key, "files": [{"path": path.name, "sha256": sha256, "bytes": path.stat().st_size}]}
 
@@ -241,7 +241,7 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         files, check = old["files"], old["check"]
     else:
         dtype = PRECISIONS[spec.precision]
-        layout = plan_weights(source.weights, dtype, out_dir / weights["files"][0]["path"])
+        layout = plan_weights(source.weights, dtype, out_dir / weights["files"][0]["path"], linear_weights(source.meta))
         # torch.nn.Module.to: diffusers' own .to() warns about fp32 modules, which a meta model does not have
         meta = torch.nn.Module.to(source.meta, dtype)
         export_graph(EngineGraph(adapter, meta, spec).eval(), onnx_path, layout, progress)
@@ -388,6 +388,7 @@ def _graph_key(loaded: LoadedModel, spec: GraphSpec, weights_key: str) -> str:
 def _export_code_digest() -> str:
     """sha256 of the code that shapes a graph, so a changed exporter never reuses an old file."""
     return _code_digest(["hilo_export.model", "hilo_export.export.graph", "hilo_export.export.external",
+                         "hilo_export.export.attention",
                          "hilo_export.export.precision", "hilo_export.export.trt_check"])
 
 

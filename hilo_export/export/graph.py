@@ -22,6 +22,7 @@ from ..model.sequence import PlanTensors
 from ..model.weights import meta_copy
 from ..planning.buckets import K_AXIS
 from ..planning.plan import LowFreqLayout
+from .attention import attention_chunks, chunked_attention_translation
 from .external import MODEL_PREFIX, WeightsFile, attach
 from .precision import compute_in_float32
 
@@ -123,7 +124,11 @@ def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
     dynamic = {name: {} for name in graph.input_names}
     if spec.kind != "full":
         dynamic["keep_indices"] = {1: torch.export.Dim(K_AXIS, min=1, max=spec.n_tokens)}
-    progress(f"tracing {spec.kind} graph ({spec.grid[0]}x{spec.grid[1]} tokens, {spec.precision}, on the meta device)")
+    # the longest sequence the graph sees: text, then every image token (+ low-frequency ones in hilo)
+    max_len = spec.text_len + spec.n_tokens + (spec.n_lowfreq if spec.kind != "full" else 0)
+    chunks = attention_chunks(spec.batch, graph.adapter.attention_heads(graph.model), max_len)
+    progress(f"tracing {spec.kind} graph ({spec.grid[0]}x{spec.grid[1]} tokens, {spec.precision}, on the meta device"
+             + (f", attention in {chunks} query slices)" if chunks > 1 else ")"))
     with graph.adapter.export_mode(tracer.model), torch.no_grad():
         try:
             program = torch.onnx.export(
@@ -132,7 +137,7 @@ def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
                 dynamo=True,
                 optimize=False,  # the optimizer needs real tensors: run it once the weights are attached
                 dynamic_shapes={"tensors": tuple(dynamic.values())},
-                custom_translation_table=onnx_translations(),
+                custom_translation_table={**onnx_translations(), **chunked_attention_translation(chunks)},
                 input_names=graph.input_names,
                 output_names=graph.output_names,
                 opset_version=ONNX_OPSET,
@@ -161,10 +166,10 @@ def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
 def optimize(model) -> None:
     """The exporter's optimizer, except that nothing computed from a weight is folded.
 
-    By default it folds e.g. the Transpose of every weight (a single consumer) into a new
-    constant: a transposed copy of the whole model inside the graph file, in memory while it
-    is written. Leaving those nodes keeps the weights in the shared file, read by reference;
-    TensorRT and ONNX Runtime fold them when they load the graph.
+    By default it would fold whatever computes from a weight into a new constant: a copy of
+    that weight inside the graph file, in memory while it is written. Weights stay in the
+    shared file, read by reference (``attach`` already stored the linear weights in the layout
+    their ``MatMul`` reads, so no ``Transpose`` of a weight is left to fold).
     """
     import onnx_ir as ir
     from onnxscript.optimizer import optimize_ir

@@ -25,6 +25,9 @@ class FluxAdapter:
     def out_channels(self, model: torch.nn.Module) -> int:
         return model.out_channels
 
+    def attention_heads(self, model: torch.nn.Module) -> int:
+        return model.config.num_attention_heads
+
     def predict(self, model: torch.nn.Module, plan: PlanTensors, n_tokens: int, inputs: dict[str, Any]) -> torch.Tensor:
         """Predictions for the HiLo sequence, [B, L + K, out_channels]."""
         img_ids = inputs["img_ids"]
