@@ -17,7 +17,7 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-constexpr int kSchemaVersion = 1;  // hilo_export/manifest.py SCHEMA_VERSION
+constexpr int kSchemaVersion = 2;  // hilo_export/manifest.py SCHEMA_VERSION
 constexpr const char* kFullBucket = "full";
 
 struct TensorSpec {
