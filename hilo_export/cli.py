@@ -341,7 +341,8 @@ def masks(out_dir, resolution, per_category, seed) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.json, report.md and the plots.")
 @click.option("--quick", is_flag=True, help="Small sizes (tiny-flux latency at 320x192, 128 px fidelity): checks every step in about a minute.")
-@click.option("--repeats", type=int, help="Timed rounds per engine [default: 3; quick: 1].")
+@click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3].")
+@click.option("--sizing", type=click.Choice(SIZINGS), help=f"Planner sizing of the engines [default: {PlannerConfig.sizing}].")
 @click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Fidelity only.")
 @click.option("--skip-fidelity", is_flag=True, help="Latency only.")
@@ -349,7 +350,7 @@ def masks(out_dir, resolution, per_category, seed) -> None:
               help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
-def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
+def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
     from .evaluation.bench import BenchError, BenchSettings, run_bench
     from .evaluation.report import markdown
@@ -363,6 +364,8 @@ def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, 
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
+    if sizing is not None:
+        overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
     try:
         settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
         if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply

@@ -23,8 +23,13 @@ def test_manifest_describes_the_build(built):
     assert {"torch", "onnx", "onnxruntime", "diffusers"} <= set(m["tools"])
     names = [b["name"] for b in m["buckets"]]
     assert names == ["s", "m", "l", "full"]
-    for b in m["buckets"]:
-        assert b["profile"] == {"min": b["kept"], "opt": b["kept"], "max": b["kept"]}
+    assert m["planner"]["sizing"] == "exact"
+    previous = 0
+    for b in m["buckets"]:  # exact sizing: the buckets' k_kept ranges tile 1..N without overlap
+        low = b["kept"] if b["name"] == "full" else previous + 1
+        assert b["kept_min"] == low and b["profile"]["min"] == low and b["profile"]["max"] == b["kept"]
+        assert low <= b["profile"]["opt"] <= b["kept"]
+        previous = b["kept"]
         assert b["capacity"] == b["kept"] + b["n_lowfreq"]
         for f in b["files"]:
             assert sha256_file(built / f["path"]) == f["sha256"]
