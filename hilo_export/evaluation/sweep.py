@@ -73,7 +73,9 @@ def variants() -> list[Variant]:
     ]
 
 
-def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print,
+              labels: list[str] | None = None) -> dict[str, Any]:
+    """Every variant (or those named in ``labels``); writes sweep.json, sweep.md and sweep.png to ``settings.out``."""
     from ..reference.model import TOKEN_SIZE
     from ..reference.pipeline import ReferenceInpaintPipeline
     from ..runtime.pipeline import PlannedTransformer
@@ -99,7 +101,11 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print) 
 
     dense = {(m.name, name): edit(None, image, m.mask > 0).image for m in suite for name, image in pictures.items()}
     results = []
-    for variant in variants():
+    chosen = variants() if labels is None else [v for v in variants() if v.label in labels]
+    if labels is not None and len(chosen) != len(labels):
+        known = [v.label for v in variants()]
+        raise ValueError(f"unknown sweep variants {sorted(set(labels) - set(known))}; known: {known}")
+    for variant in chosen:
         def plan(image, mask, variant=variant):
             return plan_tokens(image, mask, latency_token, variant.buckets, variant.config)
 
