@@ -64,7 +64,8 @@ class BenchSettings:
     per_category: int = 32  # masks planned per category (bucket mix, token ratio, planner time)
     fidelity_masks: int = 4  # masks per category edited for fidelity, on every image and seed
     probe_per_family: int = 2  # context-probe images per procedural family
-    images: tuple[str, ...] = EVAL_IMAGES
+    images: tuple[str, ...] = EVAL_IMAGES  # latency planning; fidelity too unless fidelity_images is given
+    fidelity_images: tuple[str, ...] | None = None  # a subset for the (slow) fidelity edits
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 8
     repeats: int = 7  # interleaved latency rounds: the report gives the median and IQR of per-round ratios
@@ -239,7 +240,7 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
     pipe = ReferenceInpaintPipeline.from_reference()
     pipe.set_progress_bar_config(disable=True)
     suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)  # not the planning suite
-    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.images}
+    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.fidelity_images or settings.images}
     results = {}
     with apply(pipe, runtime):
         for category in CATEGORY_RATIOS:

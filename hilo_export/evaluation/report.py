@@ -79,7 +79,7 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
         lines += [
             f"Fidelity: the reference model at {res[0]}x{res[1]} (grid {_grid(report.get('fidelity_grid'))}; latency grid "
             f"{_grid(report.get('latency_grid'))}), {s['steps']} steps, held-out images "
-            f"{', '.join(s['images'])}, {s['fidelity_masks']} masks per category, seeds {s['seeds']}; PSNR pooled over "
+            f"{', '.join(s.get('fidelity_images') or s['images'])}, {s['fidelity_masks']} masks per category, seeds {s['seeds']}; PSNR pooled over "
             f"the compressed edits of a category (dB; edits planned into `full` are the dense edit and are counted apart), "
             f"SSIM averaged; ring = mask pixels within 8 px of its border.",
             "",

@@ -88,7 +88,7 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print,
     pipe.set_progress_bar_config(disable=True)
     stock = pipe.transformer
     suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)
-    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.images}
+    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.fidelity_images or settings.images}
     seed = settings.seeds[0]
 
     def edit(variant: Variant | None, image, mask):
