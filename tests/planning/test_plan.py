@@ -356,7 +356,7 @@ def test_exact_plans_send_less_than_padded_ones_in_the_same_bucket():
 
 def test_an_empty_plan_still_sends_one_token():
     flat = np.full((64, 64, 3), 100, np.uint8)  # no high-frequency region, no mask: nothing asked for
-    plan = plan_tokens(flat, np.zeros((64, 64), bool), token_size=TOKEN, config=PlannerConfig(lowfreq_factor=None))
+    plan = plan_tokens(flat, np.zeros((64, 64), bool), token_size=TOKEN, config=PlannerConfig(lowfreq_factor=None, sizing="exact"))
     assert plan.length == 1 and len(plan.keep_indices) == 1
 
 

@@ -76,13 +76,17 @@ def _golden(folder: Path) -> dict:
 
     s_keep = plans[0]["keep"]
     s_kept = manifest["buckets"][0]["kept"]
-    assert manifest["buckets"][0]["kept_min"] == 1 and manifest["buckets"][1]["kept_min"] == s_kept + 1
+    exact = manifest["planner"]["sizing"] == "exact"
+    s_min, m_min = (1, s_kept + 1) if exact else (s_kept, manifest["buckets"][1]["kept"])
+    assert manifest["buckets"][0]["kept_min"] == s_min and manifest["buckets"][1]["kept_min"] == m_min
     errors = [
         {"call": "check_plan", "bucket_index": len(table), "keep": s_keep, "message": "outside the table"},
         {"call": "check_plan", "bucket_index": -1, "keep": s_keep, "message": "outside the table"},
-        # exact sizing: a bucket takes any length in its range, and none outside it
-        {"call": "check_plan", "bucket_index": 0, "keep": list(range(s_kept + 1)), "message": f"entries but bucket s keeps 1 to {s_kept}"},
-        {"call": "check_plan", "bucket_index": 1, "keep": s_keep, "message": f"entries but bucket m keeps {s_kept + 1} to"},
+        # a bucket takes any length in its range (exact sizing; padded: its one length), and none outside it
+        {"call": "check_plan", "bucket_index": 0, "keep": list(range(s_kept + 1)),
+         "message": f"entries but bucket s keeps {f'1 to {s_kept}' if exact else f'exactly {s_kept}'}"},
+        {"call": "check_plan", "bucket_index": 1, "keep": s_keep,
+         "message": f"entries but bucket m keeps {f'{m_min} to' if exact else f'exactly {m_min}'}"},
         {"call": "check_plan", "bucket_index": len(table) - 1, "keep": s_keep, "message": f"bucket full keeps exactly {n_tokens}"},
         {"call": "check_plan", "bucket_index": 0, "keep": [s_keep[0], *s_keep[:-1]], "message": "repeats a token"},
         {"call": "check_plan", "bucket_index": 0, "keep": [*s_keep[:-1], n_tokens], "message": "outside the token grid"},
@@ -92,6 +96,7 @@ def _golden(folder: Path) -> dict:
         {"call": "bucket", "name": "xl", "message": "no bucket named 'xl'"},
         {"call": "bucket_for_kept", "kept": 0, "message": "no bucket keeps 0 tokens"},
         {"call": "bucket_for_kept", "kept": n_tokens - 1, "message": f"no bucket keeps {n_tokens - 1} tokens"},
+        *([] if exact else [{"call": "bucket_for_kept", "kept": s_kept - 1, "message": f"no bucket keeps {s_kept - 1} tokens"}]),
         {"call": "engine_path", "name": "s", "message": "writes no engine file"},  # an ORT build
     ]
     return {
@@ -112,7 +117,9 @@ def _golden(folder: Path) -> dict:
     }
 
 
-def test_cpp_matches_python_runtime(cpp_build, built, tmp_path):
+@pytest.mark.parametrize("folder", ["built", "built_exact"])
+def test_cpp_matches_python_runtime(cpp_build, folder, request, tmp_path):
+    built = request.getfixturevalue(folder)
     exe, _ = cpp_build
     golden = _golden(built)
     path = tmp_path / "golden.json"

@@ -51,8 +51,9 @@ def test_runtime_matches_torch_on_every_bucket(runtime, reference, fraction, buc
         assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
-def test_exact_plans_of_one_bucket_run_at_their_own_lengths(runtime, reference):
+def test_exact_plans_of_one_bucket_run_at_their_own_lengths(built_exact, reference):
     """Two masks in bucket m with different lengths: one engine serves both, each at its own k_kept."""
+    runtime = HiLoRuntime.load(built_exact)
     inputs = built_step_inputs()
     lengths = set()
     for rows in (4, 5):
@@ -69,10 +70,10 @@ def test_exact_plans_of_one_bucket_run_at_their_own_lengths(runtime, reference):
     assert len(lengths) == 2
 
 
-def test_a_fixed_k_session_cannot_serve_exact_plans(built):
+def test_a_fixed_k_session_cannot_serve_exact_plans(built_exact):
     from hilo_export.export.backends.ort import OrtBackend
 
-    fixed = HiLoRuntime.load(built, backend=OrtBackend(fix_k=True))
+    fixed = HiLoRuntime.load(built_exact, backend=OrtBackend(fix_k=True))
     with pytest.raises(RuntimeInputError, match="build with --sizing padded"):
         fixed(**built_step_inputs(), plan=fixed.plan(image(), mask_for(0.3)))
 
