@@ -89,10 +89,13 @@ def test_sweep_draws_speed_against_fidelity(tmp_path):
     for label, cats in by_label.items():
         assert set(cats) == {"small", "medium", "large"}
         assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
-    # without dilation a mask needs fewer tokens: the same table never puts it in a larger bucket
+    # without dilation a mask needs fewer tokens; exact plans never send more than padded ones
     for category in ("small", "medium", "large"):
-        assert by_label["dilation 0"][category]["token_ratio_mean"] <= by_label["defaults"][category]["token_ratio_mean"]
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults |" in (tmp_path / "sweep.md").read_text()
+        exact = by_label["exact sizing"][category]["token_ratio_mean"]
+        assert by_label["exact, dilation 0"][category]["token_ratio_mean"] <= exact
+        assert exact <= by_label["defaults (padded: spare capacity filled)"][category]["token_ratio_mean"]
+    md = (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults (padded" in md and "keeps the targets" in md
 
 
 def test_bench_command_refuses_bad_settings(tmp_path):

@@ -78,3 +78,20 @@ def test_category_speed_reports_median_iqr_and_both_ideals():
     assert speed["achieved_over_ideal"] == pytest.approx(2.0 / (40 / 15))
     assert speed["flux1_dev_ideal_speedup"] == pytest.approx(1600 / 250)
     assert speed["edit_s_hilo_composed"] == pytest.approx(0.01 + 16.0)
+
+
+def test_sweep_rule_takes_the_fastest_variant_that_keeps_the_targets():
+    from hilo_export.evaluation.sweep import chosen_variant, keeps_targets, mean_speedup
+
+    def variant(label, speed, db, gap):
+        cat = {"ideal_speedup": speed, "psnr_mask_hilo_vs_dense": db, "psnr_mask_dense_vs_truth": 20.0,
+               "psnr_mask_hilo_vs_truth": 20.0 - gap}
+        return {"label": label, "categories": {"small": cat, "medium": cat, "large": cat}}
+
+    fast_bad, slow_good, mid_good = variant("fast", 4.0, 28.0, 0.1), variant("slow", 2.0, 33.0, 0.1), variant("mid", 3.0, 31.0, 0.15)
+    assert not keeps_targets(fast_bad) and keeps_targets(mid_good) and mean_speedup(mid_good) == pytest.approx(3.0)
+    assert chosen_variant({"variants": [fast_bad, slow_good, mid_good]}) == "mid"
+    # nothing keeps the truth margin: the fastest above the 30 dB floor; nothing above it: None
+    wide = [variant("a", 3.0, 31.0, 0.3), variant("b", 2.0, 32.0, 0.25), fast_bad]
+    assert chosen_variant({"variants": wide}) == "a"
+    assert chosen_variant({"variants": [fast_bad]}) is None
