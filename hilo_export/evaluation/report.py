@@ -58,7 +58,9 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
         for c in cats:
             if "speedup" not in c:
                 continue
-            mix = ", ".join(f"{b} {v:.0%}" for b, v in c["bucket_mix"].items())
+            order = [*s.get("bucket_table", {}), "full"]  # the bucket table's order: s, m, l, full
+            mix = ", ".join(f"{b} {v:.0%}" for b, v in sorted(
+                c["bucket_mix"].items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
             timed = ", ".join(f"{t['sequence']} ({t['weight']:.2f})" for t in c["timed_lengths"])
             lines.append(
                 f"| {c['name']} | {c['mask_ratio_mean']:.2%} | {c['token_ratio_mean']:.1%} | {mix} | {timed} "
