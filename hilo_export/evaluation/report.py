@@ -45,7 +45,7 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
             f"Per-step latency: `{lat['model']}` at {lat['resolution'][0]}x{lat['resolution'][1]} "
             f"(grid {lat['grid'][0]}x{lat['grid'][1]}, {lat['text_len']} text tokens), {lat['backend']['name']} "
             f"{lat['backend']['version']} on {lat['backend']['device']}, `{lat['sizing']}` sizing. Each category's plans "
-            f"({_count(s['per_category'], 'mask')} over the evaluation images) stand as the weighted sequence lengths below, "
+            f"({_count(s['per_category'], 'mask')} per category over the evaluation images) stand as the weighted sequence lengths below, "
             f"timed with `full` in {_count(lat['rounds'], 'interleaved round')} in one process; speedup = median over "
             "rounds of full's step over the category's weighted step in the same round, with the interquartile range "
             "(IQR) of those per-round ratios. Ideal = the same ratio in FLOPs at the timed lengths (and over every plan).",
