@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from .export.trt_check import TENSORRT_VERSION
 from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
 from .planning.buckets import BucketError
 from .planning.inputs import DEFAULT_TOKEN_SIZE
-from .planning.plan import PlanError, PlannerConfig, mask_from_file
+from .planning.plan import SIZINGS, PlanError, PlannerConfig, mask_from_file
 
 
 @click.group()
@@ -36,11 +37,14 @@ def main() -> None:
 @click.option("--freq-threshold", default=PlannerConfig.freq_threshold, show_default=True,
               help="Regional frequency score (0-1) from which a kept token counts as high-frequency rather than "
                    "fill (the selection itself always takes the highest scores).")
+@click.option("--sizing", type=click.Choice(SIZINGS), default=PlannerConfig.sizing, show_default=True,
+              help="exact: each plan runs at its own length; padded: at its bucket's capacity (static shapes).")
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A built engine folder: plan with its token size, buckets and planner settings instead.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the selection here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
-def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, engines, out, as_json) -> None:
+def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, sizing, engines, out,
+         as_json) -> None:
     """Plan which tokens the DiT sees for one image and mask."""
     from PIL import Image
 
@@ -56,7 +60,8 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         if engines is not None:
             result = HiLoRuntime.load(engines, verify=False).plan(image, mask)
         else:
-            config = PlannerConfig(dilation=dilation, lowfreq_factor=lowfreq_factor or None, freq_threshold=freq_threshold)
+            config = replace(PlannerConfig(), dilation=dilation, lowfreq_factor=lowfreq_factor or None,
+                             freq_threshold=freq_threshold, sizing=sizing)
             result = plan_tokens(image, mask, token_size=token_size, buckets=buckets, config=config)
     except (PlanError, BucketError, ManifestError, RuntimeInputError, BackendError) as err:
         raise click.ClickException(str(err)) from None
@@ -74,7 +79,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         return
     c = result.counts
     click.echo(
-        f"bucket {result.bucket}: {result.capacity} of {result.n_tokens} tokens ({result.kept_ratio:.0%}) "
+        f"bucket {result.bucket}: {result.length} of {result.n_tokens} tokens (capacity {result.capacity}) ({result.kept_ratio:.0%}) "
         f"on a {result.grid[0]}x{result.grid[1]} grid; mask {result.mask_ratio:.1%} of the image\n"
         f"  mask {c['mask']}, high-frequency {c['high_freq']}, fill {c['fill']}, low-frequency {c['low_freq']}; "
         f"high-frequency tokens left out for lack of room: {result.high_freq_dropped}"
@@ -98,10 +103,13 @@ def _echo(message: str) -> None:
 @click.option("--token-size", type=int, help="Pixels per DiT token side [default: the model's; 16 for Flux].")
 @click.option("--batch", default=1, show_default=True, help="Batch size the engines are built for.")
 @click.option("--text-len", type=int, help="Text tokens the engines take [default: the model's; 512 for Flux].")
+@click.option("--sizing", type=click.Choice(SIZINGS), default=PlannerConfig.sizing, show_default=True,
+              help="exact: one engine profile per bucket spanning its range of lengths, each plan at its own; "
+                   "padded: every plan of a bucket at its capacity (one static shape per bucket, for CUDA graphs).")
 @click.option("--plugins", is_flag=True,
               help="TensorRT only: run the hilo token ops as the AOT Triton plugins of plugins/tensorrt "
                    "[default: TensorRT inlines their ONNX function bodies].")
-def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, plugins) -> None:
+def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
     from .export.backends import BackendError
     from .export.builder import BuildError, BuildRequest, parse_resolution
@@ -114,6 +122,7 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
         request = BuildRequest(
             model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
             out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len, plugins=plugins,
+            config=replace(PlannerConfig(), sizing=sizing),
         )
         folder = run_build(request, progress=_echo)
     except (BuildError, BucketError, ModelError, BackendError, ExportError, ManifestError, PlanError) as err:
@@ -299,7 +308,7 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
     except OSError as err:
         raise click.ClickException(f"cannot write {out}: {err}") from None
     hilo, plan = outcome.hilo, outcome.hilo.plan
-    click.echo(f"HiLo: bucket {plan.bucket} ({plan.capacity} of {plan.n_tokens} tokens), {steps} steps, "
+    click.echo(f"HiLo: bucket {plan.bucket} ({plan.length} of {plan.n_tokens} tokens), {steps} steps, "
                f"{np.median(hilo.step_seconds) * 1e3:.0f} ms/step, {hilo.total_seconds:.2f} s in all -> {out}")
     if outcome.dense is not None:
         dense = outcome.dense
@@ -332,7 +341,8 @@ def masks(out_dir, resolution, per_category, seed) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for report.json, report.md and the plots.")
 @click.option("--quick", is_flag=True, help="Small sizes (tiny-flux latency at 320x192, 128 px fidelity): checks every step in about a minute.")
-@click.option("--repeats", type=int, help="Timed rounds per engine [default: 3; quick: 1].")
+@click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3].")
+@click.option("--sizing", type=click.Choice(SIZINGS), help=f"Planner sizing of the engines [default: {PlannerConfig.sizing}].")
 @click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Fidelity only.")
 @click.option("--skip-fidelity", is_flag=True, help="Latency only.")
@@ -340,7 +350,7 @@ def masks(out_dir, resolution, per_category, seed) -> None:
               help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
-def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
+def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
     from .evaluation.bench import BenchError, BenchSettings, run_bench
     from .evaluation.report import markdown
@@ -354,6 +364,8 @@ def bench(out_dir, quick, repeats, fidelity_masks, skip_latency, skip_fidelity, 
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
+    if sizing is not None:
+        overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
     try:
         settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
         if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply

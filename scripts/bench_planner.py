@@ -54,7 +54,7 @@ def main() -> None:
         ms = sorted(t * 1e3 for t in times)
         print(
             f"  {name:20s} median {statistics.median(ms):6.2f} ms  p90 {ms[int(0.9 * len(ms))]:6.2f} ms  "
-            f"bucket {plan.bucket:4s} kept {plan.capacity}/{plan.n_tokens} ({plan.kept_ratio:.0%})"
+            f"bucket {plan.bucket:4s} kept {plan.length}/{plan.n_tokens} ({plan.kept_ratio:.0%})"
         )
 
 

@@ -103,6 +103,18 @@ def built(engines_root):
     return folder
 
 
+@pytest.fixture(scope="session")
+def built_exact(engines_root):
+    """The same engines planned with exact sizing (each plan at its own length), in a folder of its own."""
+    from hilo_export.export import BuildRequest, build
+    from hilo_export.planning import PlannerConfig
+
+    folder = engines_root / "tiny-flux-{}x{}-exact".format(*BUILD_RESOLUTION)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder, config=PlannerConfig(sizing="exact")),
+          progress=lambda _: None)
+    return folder
+
+
 @pytest.fixture
 def built_copy(built, tmp_path):
     """A private copy of the built folder, for tests that change or break it."""

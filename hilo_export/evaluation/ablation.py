@@ -44,9 +44,7 @@ def with_tokens(plan: TokenPlan, keep: torch.Tensor, lowfreq: bool) -> TokenPlan
     layout = plan.lowfreq if lowfreq else None
     if layout is not None:
         positions = torch.cat([layout.centres(), positions])
-    n_lowfreq = layout.count if layout is not None else 0
-    return dataclasses.replace(plan, keep_indices=keep, positions=positions, lowfreq=layout,
-                               capacity=len(keep) + n_lowfreq)
+    return dataclasses.replace(plan, keep_indices=keep, positions=positions, lowfreq=layout)
 
 
 def selection_plan(name: str, plan: TokenPlan, seed: int = 0) -> TokenPlan:
@@ -54,7 +52,7 @@ def selection_plan(name: str, plan: TokenPlan, seed: int = 0) -> TokenPlan:
     mask = (plan.kinds.reshape(-1) == MASK)
     mask_idx = torch.nonzero(mask).flatten()
     outside = torch.nonzero(~mask).flatten()
-    n_context = plan.capacity - plan.n_lowfreq - len(mask_idx)
+    n_context = plan.length - plan.n_lowfreq - len(mask_idx)
     if name == "hilo":
         return plan
     if name == "core_only":
@@ -71,14 +69,14 @@ def selection_plan(name: str, plan: TokenPlan, seed: int = 0) -> TokenPlan:
 
 
 def crop_box(plan: TokenPlan) -> tuple[int, int, int, int]:
-    """Token rows/cols [r0, r1) x [c0, c1): the dilated mask's bounding box grown evenly to about ``plan.capacity`` tokens."""
+    """Token rows/cols [r0, r1) x [c0, c1): the dilated mask's bounding box grown evenly to about ``plan.length`` tokens."""
     rows, cols = torch.nonzero(plan.kinds == MASK, as_tuple=True)
     h, w = plan.grid
     r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
-    while (r1 - r0) * (c1 - c0) < plan.capacity and (r1 - r0 < h or c1 - c0 < w):
+    while (r1 - r0) * (c1 - c0) < plan.length and (r1 - r0 < h or c1 - c0 < w):
         grown = False
         for side in range(4):  # one token on each side in turn, as long as the budget allows
-            if (r1 - r0) * (c1 - c0) >= plan.capacity:
+            if (r1 - r0) * (c1 - c0) >= plan.length:
                 break
             if side == 0 and r0 > 0:
                 r0, grown = r0 - 1, True
@@ -152,7 +150,7 @@ class Ablation:
         result = self.pipe(image, mask, steps=self.steps, seed=seed)
         kept = torch.zeros(result.plan.n_tokens, dtype=torch.bool)
         kept[result.plan.keep_indices] = True
-        return SelectionEdit(result.image, result.plan.capacity, kept.reshape(result.plan.grid).numpy())
+        return SelectionEdit(result.image, result.plan.length, kept.reshape(result.plan.grid).numpy())
 
     def _crop_edit(self, image, mask, seed):
         plan = self.plan(image, mask)

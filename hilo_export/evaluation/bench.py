@@ -1,9 +1,12 @@
 """``hilo-export bench``: latency and fidelity of HiLo against the dense model, per mask category.
 
 Latency: the engines of ``latency_model`` (flux-shaped by default: Flux.1 width and text
-length, two blocks), every bucket and ``full`` timed interleaved in one process, median of
-repeats; a category's speedup is full's step time over the step time its bucket mix costs.
-The ideal is the same ratio in FLOPs (``flops.StepFlops``), also for the full Flux.1-dev.
+length, two blocks). Each category's plans stand as a few weighted sequence lengths
+(``timing.timed_lengths``: with exact sizing every plan has its own length), timed with
+``full`` in ``repeats`` interleaved rounds in one process; a category's speedup is the median
+over rounds of full's step time over the weighted step time of that round, reported with the
+interquartile range of the per-round ratios. The ideal is the same ratio in FLOPs
+(``flops.StepFlops``) at the timed lengths, and over every plan's length, also for Flux.1-dev.
 
 Fidelity: the reference model's engines edit held-out images with the mask suite, HiLo and
 dense with the same seeds; PSNR/SSIM inside the mask (each vs the other and vs the ground
@@ -37,11 +40,12 @@ from ..planning.plan import PlannerConfig, TokenPlan
 from .flops import FLUX1_DEV, StepFlops
 from .masks import CATEGORY_RATIOS, SuiteMask, mask_suite
 from .metrics import Pooled, border_ring, ssim
+from .timing import Length, ideal_speedup, round_ratios, spread, timed_lengths
 
 EVAL_IMAGES = ("coffee", "chelsea", "rocket")
 RING_PX = 8  # border ring width: one reference-model token
 # the issue's targets: per-step speedup per category, and fidelity
-SPEEDUP_TARGETS = {"small": 3.5, "medium": 2.9, "large": 1.9}
+SPEEDUP_TARGETS = {"small": 4.0, "medium": 2.9, "large": 1.9}  # issue 11
 ACHIEVED_TARGET = 0.9
 PSNR_TO_TRUTH_MARGIN_DB = 0.2
 PSNR_VS_DENSE_TARGET_DB = 30.0
@@ -60,17 +64,20 @@ class BenchSettings:
     per_category: int = 32  # masks planned per category (bucket mix, token ratio, planner time)
     fidelity_masks: int = 4  # masks per category edited for fidelity, on every image and seed
     probe_per_family: int = 2  # context-probe images per procedural family
-    images: tuple[str, ...] = EVAL_IMAGES
+    images: tuple[str, ...] = EVAL_IMAGES  # latency planning; fidelity too unless fidelity_images is given
+    fidelity_images: tuple[str, ...] | None = None  # a subset for the (slow) fidelity edits
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 8
-    repeats: int = 3
+    repeats: int = 7  # interleaved latency rounds: the report gives the median and IQR of per-round ratios
+    length_groups: int = 3  # exact sizing: a category's plans timed as this many lengths (timing.timed_lengths)
     buckets: str = "s,m,l"
+    planner: PlannerConfig = field(default_factory=PlannerConfig)  # the latency engines' planner (fidelity: the reference build's)
     engines_root: Path = Path("engines")
     latency: bool = True
     fidelity: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("per_category", "fidelity_masks", "probe_per_family", "steps", "repeats"):
+        for name in ("per_category", "fidelity_masks", "probe_per_family", "steps", "repeats", "length_groups"):
             if getattr(self, name) < 1:
                 raise BenchError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.images or not self.seeds:
@@ -83,7 +90,7 @@ class BenchSettings:
         """Small sizes for CI (20 x 12 and 16 x 16 token grids): every code path, in about a minute."""
         values = dict(latency_model="tiny-flux", latency_resolution=(320, 192), fidelity_resolution=(128, 128),
                       per_category=4, fidelity_masks=1, probe_per_family=1, images=EVAL_IMAGES[:1], seeds=(0, 1), steps=2,
-                      repeats=1)
+                      repeats=3, length_groups=2)
         return cls(out, **{**values, **overrides})
 
 
@@ -97,40 +104,48 @@ def eval_image(name: str, size: tuple[int, int]) -> np.ndarray:
 
 
 @dataclass
-class BucketTiming:
-    name: str
-    kept: int  # image tokens the engine sees (kept + low-frequency)
-    step_s: float
-    flops: float
+class Latency:
+    """Step times of every timed length, one per round, and the plans they stand for."""
+
+    runtime: Any
+    planned: list["CategoryPlans"]
+    weighted: dict[str, list[tuple[Length, float]]]  # per category
+    full: Length
+    times: dict[Length, list[float]]
 
 
-def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) -> tuple[Any, dict[str, BucketTiming]]:
+def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) -> Latency:
+    """Plan the suite with the latency engines' settings, then time each category's lengths
+    (``timing.timed_lengths``) and ``full`` in ``repeats`` interleaved rounds."""
     from ..runtime.runtime import HiLoRuntime
 
     width, height = settings.latency_resolution
     folder = build(
         BuildRequest(settings.latency_model, buckets=settings.buckets, resolution=settings.latency_resolution,
-                     out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}"),
+                     out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}", config=settings.planner),
         progress=progress,
     )
     runtime = HiLoRuntime.load(folder)
     manifest = runtime.manifest
-    flops = StepFlops.count(_model_config(settings.latency_model), manifest["text_len"])
-    feeds = {b["name"]: _random_feeds(b, manifest) for b in manifest["buckets"]}
-    for name in feeds:  # warm-up: first runs allocate and pick kernels
-        runtime.run_bucket(name, feeds[name])
-    samples: dict[str, list[float]] = {name: [] for name in feeds}
+    planned = plan_categories(runtime.plan, settings.latency_resolution, settings.per_category, settings.images)
+    weighted = {cat.name: timed_lengths(cat.plans, settings.length_groups) for cat in planned}
+    n_tokens = manifest["grid"][0] * manifest["grid"][1]
+    full = Length(n_tokens, n_tokens, FULL)
+    lengths = sorted({full, *(x for pairs in weighted.values() for x, _ in pairs)})
+    buckets = {b["name"]: b for b in manifest["buckets"]}
+    feeds = {x: _random_feeds(buckets[x.bucket], manifest, x.kept) for x in lengths}
+    progress("latency: timing " + ", ".join(f"{x.bucket}@{x.sequence}" for x in lengths))
+    for x in lengths:  # warm-up: first runs allocate and pick kernels
+        runtime.run_bucket(x.bucket, feeds[x])
+    times: dict[Length, list[float]] = {x: [] for x in lengths}
     for r in range(settings.repeats):
-        for name in feeds:  # interleaved: drift of the machine hits every bucket alike
+        for x in lengths:  # interleaved: drift of the machine hits every length alike
             start = time.perf_counter()
-            runtime.run_bucket(name, feeds[name])
-            samples[name].append(time.perf_counter() - start)
-        progress(f"latency round {r + 1}/{settings.repeats}: " + ", ".join(f"{n} {s[-1]:.3f}s" for n, s in samples.items()))
-    timings = {}
-    for b in manifest["buckets"]:
-        sequence = b["capacity"] if b["name"] != FULL else b["kept"]
-        timings[b["name"]] = BucketTiming(b["name"], sequence, statistics.median(samples[b["name"]]), flops(sequence))
-    return runtime, timings
+            runtime.run_bucket(x.bucket, feeds[x])
+            times[x].append(time.perf_counter() - start)
+        progress(f"latency round {r + 1}/{settings.repeats}: " + ", ".join(
+            f"{x.sequence} {t[-1]:.2f}s" for x, t in times.items()))
+    return Latency(runtime, planned, weighted, full, times)
 
 
 def _model_config(name: str) -> dict:
@@ -143,15 +158,15 @@ def _model_config(name: str) -> dict:
     return BUILTIN_CONFIGS[name]
 
 
-def _random_feeds(bucket: dict[str, Any], manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Engine inputs of one bucket: random activations, true positions, a random token selection."""
+def _random_feeds(bucket: dict[str, Any], manifest: dict[str, Any], kept: int) -> dict[str, np.ndarray]:
+    """Engine inputs of one bucket at ``kept`` tokens: random activations, true positions, a random selection."""
     rng = np.random.default_rng(0)
     h, w = manifest["grid"]
     feeds = {}
     for spec in bucket["inputs"]:
         name, shape, dtype = spec["name"], spec["shape"], spec["dtype"]
         if name == "keep_indices":
-            feeds[name] = np.sort(rng.permutation(h * w)[: shape[1]])[None].repeat(shape[0], 0).astype(dtype)
+            feeds[name] = np.sort(rng.permutation(h * w)[:kept])[None].repeat(shape[0], 0).astype(dtype)
         elif name == "img_ids":
             feeds[name] = np.stack([np.zeros(h * w), np.arange(h * w) // w, np.arange(h * w) % w], 1).astype(dtype)
         elif name in ("txt_ids", "fill"):
@@ -220,11 +235,12 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
     from ..runtime.runtime import HiLoRuntime
     from .edit import reference_engines
 
-    runtime = HiLoRuntime.load(reference_engines(settings.fidelity_resolution, settings.engines_root, progress))
+    runtime = HiLoRuntime.load(reference_engines(settings.fidelity_resolution, settings.engines_root, progress,
+                                                 settings.planner))
     pipe = ReferenceInpaintPipeline.from_reference()
     pipe.set_progress_bar_config(disable=True)
     suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)  # not the planning suite
-    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.images}
+    pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.fidelity_images or settings.images}
     results = {}
     with apply(pipe, runtime):
         for category in CATEGORY_RATIOS:
@@ -285,26 +301,31 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     report: dict[str, Any] = {"settings": _settings_json(settings), "machine": _machine()}
     categories = {name: {"name": name, "mask_ratio_target": ratio} for name, ratio in CATEGORY_RATIOS.items()}
     if settings.latency:
-        runtime, timings = measure_latency(settings, progress)
-        planned = plan_categories(runtime.plan, settings.latency_resolution, settings.per_category, settings.images)
+        lat = measure_latency(settings, progress)
+        manifest = lat.runtime.manifest
+        flops = StepFlops.count(_model_config(settings.latency_model), manifest["text_len"])
         dev = StepFlops.count(FLUX1_DEV, text_len_for("flux-shaped"))
-        full = timings[FULL]
-        report["latency_grid"] = list(runtime.manifest["grid"])
+        report["latency_grid"] = list(manifest["grid"])
+        full_s = lat.times[lat.full]
         report["latency"] = {
             "model": settings.latency_model, "resolution": list(settings.latency_resolution),
-            "grid": runtime.manifest["grid"], "text_len": runtime.manifest["text_len"],
-            "backend": runtime.manifest["backend"],
-            "buckets": {n: {**asdict(t), "speedup": full.step_s / t.step_s, "ideal_speedup": full.flops / t.flops,
-                            "flux1_dev_ideal_speedup": dev(full.kept) / dev(t.kept)} for n, t in timings.items()},
+            "grid": manifest["grid"], "text_len": manifest["text_len"], "backend": manifest["backend"],
+            "sizing": manifest["planner"]["sizing"], "rounds": settings.repeats,
+            "lengths": [{**asdict(x), "step_s_rounds": t, "step_s_median": statistics.median(t),
+                         "speedup": spread([f / s for f, s in zip(full_s, t)]),
+                         "ideal_speedup": flops(lat.full.sequence) / flops(x.sequence)}
+                        for x, t in lat.times.items()],
         }
-        for cat in planned:
+        for cat in lat.planned:
             planner_s = statistics.median(cat.planner_s)
             categories[cat.name].update(
                 n_masks=len(cat.masks),
                 mask_ratio_mean=float(np.mean([m.ratio for m in cat.masks])),
                 token_ratio_mean=float(np.mean([p.kept_ratio for p in cat.plans])),
+                bucket_mix=cat.bucket_mix(),
                 planner_ms_median=planner_s * 1e3,
-                **category_speed(cat.bucket_mix(), timings, dev, settings.steps, planner_s),
+                **category_speed(lat.weighted[cat.name], lat.full, lat.times, cat.plans, flops, dev, settings.steps,
+                                 planner_s),
             )
     if settings.fidelity:
         for name, fid in measure_fidelity(settings, progress).items():
@@ -340,24 +361,31 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) 
     return report
 
 
-def category_speed(mix: dict[str, float], timings: dict[str, BucketTiming], dev: Callable[[int], float], steps: int,
-                   planner_s: float) -> dict[str, Any]:
-    """Speed of a category whose plans land in buckets with the shares ``mix``.
+def category_speed(weighted: list[tuple[Length, float]], full: Length, times: dict[Length, list[float]], plans: list[Any],
+                   flops: Callable[[int], float], dev: Callable[[int], float], steps: int, planner_s: float) -> dict[str, Any]:
+    """Speed of a category whose plans the timed lengths ``weighted`` stand for.
 
-    The expected step time is the mix-weighted mean of the buckets' step times (the same for
-    FLOPs); speedups are full's over those means.
-    """
-    full = timings[FULL]
-    step = sum(share * timings[b].step_s for b, share in mix.items())
-    cost = sum(share * timings[b].flops for b, share in mix.items())
-    dev_cost = sum(share * dev(timings[b].kept) for b, share in mix.items())
-    speedup, ideal = full.step_s / step, full.flops / cost
+    ``speedup`` is the median over rounds of full's step time over the weighted step time of the
+    same round (``speedup_q25``/``q75``/``iqr``: the spread of those per-round ratios). The ideal
+    is the same ratio in FLOPs at the timed lengths; ``ideal_speedup_plans`` is it over every
+    plan's own length (how well the few timed lengths stand for the category)."""
+    ratios = round_ratios(times[full], times, weighted)
+    ratio = spread(ratios)
+    rounds = len(times[full])
+    step_rounds = [sum(w * times[x][r] for x, w in weighted) for r in range(rounds)]
+    step, dense = statistics.median(step_rounds), statistics.median(times[full])
+    ideal = ideal_speedup(full.sequence, weighted, flops)
+    every_plan = [(Length(p.length, 0, p.bucket), 1 / len(plans)) for p in plans]
     return {
-        "bucket_mix": mix, "step_s_hilo": step, "step_s_dense": full.step_s,
-        "speedup": speedup, "ideal_speedup": ideal, "achieved_over_ideal": speedup / ideal,
-        "flux1_dev_ideal_speedup": dev(full.kept) / dev_cost,
+        "timed_lengths": [{**asdict(x), "weight": w} for x, w in weighted],
+        "step_s_hilo": step, "step_s_dense": dense,
+        "speedup": ratio["median"], "speedup_q25": ratio["q25"], "speedup_q75": ratio["q75"], "speedup_iqr": ratio["iqr"],
+        "speedup_rounds": ratios,
+        "ideal_speedup": ideal, "ideal_speedup_plans": ideal_speedup(full.sequence, every_plan, flops),
+        "achieved_over_ideal": ratio["median"] / ideal,
+        "flux1_dev_ideal_speedup": ideal_speedup(full.sequence, every_plan, dev),
         # the latency model has no trained weights to run a whole edit with: its edit time is composed
-        "edit_s_hilo_composed": planner_s + steps * step, "edit_s_dense_composed": steps * full.step_s,
+        "edit_s_hilo_composed": planner_s + steps * step, "edit_s_dense_composed": steps * dense,
     }
 
 
@@ -401,7 +429,7 @@ def _probe_targets(probe: dict[str, Any] | None) -> list[dict[str, Any]]:
 def _settings_json(settings: BenchSettings) -> dict[str, Any]:
     values = asdict(settings)
     values["out"], values["engines_root"] = str(settings.out), str(settings.engines_root)
-    values["planner"] = PlannerConfig().to_dict()
+    values["planner"] = settings.planner.to_dict()
     values["bucket_table"] = {b.name: b.fraction for b in parse_buckets(settings.buckets)}
     return values
 

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..export.builder import BuildRequest, build, default_out_dir
 from ..model.loading import REFERENCE
 from ..planning.picture import selection_picture
+from ..planning.plan import PlannerConfig
 from ..reference.pipeline import EditResult, ReferenceInpaintPipeline, check_edit_inputs
 from ..runtime.pipeline import apply
 from ..runtime.runtime import HiLoRuntime
@@ -30,10 +31,10 @@ class EditOutcome:
 
 
 def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),
-                      progress: Callable[[str], None] = print) -> Path:
-    """The reference model's engines for one image size: built once, then reused from the cache."""
-    return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=default_out_dir(REFERENCE, resolution, root)),
-                 progress=progress)
+                      progress: Callable[[str], None] = print, config: PlannerConfig | None = None) -> Path:
+    """The reference model's engines for one image size (and planner): built once, then reused from the cache."""
+    return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=default_out_dir(REFERENCE, resolution, root),
+                              config=config or PlannerConfig()), progress=progress)
 
 
 def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, steps: int = 8, seed: int = 0,

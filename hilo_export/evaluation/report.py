@@ -44,37 +44,44 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
         lines += [
             f"Per-step latency: `{lat['model']}` at {lat['resolution'][0]}x{lat['resolution'][1]} "
             f"(grid {lat['grid'][0]}x{lat['grid'][1]}, {lat['text_len']} text tokens), {lat['backend']['name']} "
-            f"{lat['backend']['version']} on {lat['backend']['device']}, every engine timed interleaved in one process, "
-            f"median of {_count(s['repeats'], 'round')}. {_count(s['per_category'], 'mask')} per category planned over "
-            "the evaluation images.",
+            f"{lat['backend']['version']} on {lat['backend']['device']}, `{lat['sizing']}` sizing. Each category's plans "
+            f"({_count(s['per_category'], 'mask')} per category over the evaluation images) stand as the weighted sequence lengths below, "
+            f"timed with `full` in {_count(lat['rounds'], 'interleaved round')} in one process; speedup = median over "
+            "rounds of full's step over the category's weighted step in the same round, with the interquartile range "
+            "(IQR) of those per-round ratios. Ideal = the same ratio in FLOPs at the timed lengths (and over every plan).",
             "",
-            "| category | mask ratio | kept tokens | bucket mix | step HiLo | step dense | speedup | ideal (FLOPs) | achieved/ideal "
-            "| Flux.1-dev ideal | planner | edit HiLo / dense (composed) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| category | mask ratio | tokens seen | bucket mix | timed lengths (weight) | step HiLo | step dense "
+            "| speedup (median) | IQR (q25-q75) | ideal (FLOPs) | achieved/ideal | ideal, every plan | Flux.1-dev ideal "
+            "| planner | edit HiLo / dense (composed) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in cats:
             if "speedup" not in c:
                 continue
-            order = list(lat["buckets"])  # the bucket table's order: s, m, l, full
-            mix = ", ".join(f"{b} {v:.0%}" for b, v in sorted(c["bucket_mix"].items(),
-                                                                 key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+            order = [*s.get("bucket_table", {}), "full"]  # the bucket table's order: s, m, l, full
+            mix = ", ".join(f"{b} {v:.0%}" for b, v in sorted(
+                c["bucket_mix"].items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+            timed = ", ".join(f"{t['sequence']} ({t['weight']:.2f})" for t in c["timed_lengths"])
             lines.append(
-                f"| {c['name']} | {c['mask_ratio_mean']:.2%} | {c['token_ratio_mean']:.1%} | {mix} | {c['step_s_hilo']:.3f} s "
-                f"| {c['step_s_dense']:.3f} s | **{c['speedup']:.2f}x** | {c['ideal_speedup']:.2f}x | {c['achieved_over_ideal']:.2f} "
-                f"| {c['flux1_dev_ideal_speedup']:.2f}x | {c['planner_ms_median']:.1f} ms "
-                f"| {_seconds(c['edit_s_hilo_composed'])} / {_seconds(c['edit_s_dense_composed'])} |"
+                f"| {c['name']} | {c['mask_ratio_mean']:.2%} | {c['token_ratio_mean']:.1%} | {mix} | {timed} "
+                f"| {c['step_s_hilo']:.3f} s | {c['step_s_dense']:.3f} s | **{c['speedup']:.2f}x** "
+                f"| {c['speedup_iqr']:.2f} ({c['speedup_q25']:.2f}-{c['speedup_q75']:.2f}) | {c['ideal_speedup']:.2f}x "
+                f"| {c['achieved_over_ideal']:.2f} | {c['ideal_speedup_plans']:.2f}x | {c['flux1_dev_ideal_speedup']:.2f}x "
+                f"| {c['planner_ms_median']:.1f} ms | {_seconds(c['edit_s_hilo_composed'])} / {_seconds(c['edit_s_dense_composed'])} |"
             )
-        lines += ["", "| bucket | image tokens | step | speedup | ideal (FLOPs) | Flux.1-dev ideal |", "|---|---|---|---|---|---|"]
-        for name, b in lat["buckets"].items():
-            lines.append(f"| {name} | {b['kept']} | {b['step_s']:.3f} s | {b['speedup']:.2f}x | {b['ideal_speedup']:.2f}x "
-                         f"| {b['flux1_dev_ideal_speedup']:.2f}x |")
+        lines += ["", "| engine call | image tokens | step (median) | speedup (median, IQR) | ideal (FLOPs) |",
+                  "|---|---|---|---|---|"]
+        for x in lat["lengths"]:
+            sp = x["speedup"]
+            lines.append(f"| {x['bucket']}, {x['kept']} kept | {x['sequence']} | {x['step_s_median']:.3f} s "
+                         f"| {sp['median']:.2f}x ({sp['iqr']:.2f}) | {x['ideal_speedup']:.2f}x |")
         lines.append("")
     if any("fidelity" in c for c in cats):
         res = s["fidelity_resolution"]
         lines += [
             f"Fidelity: the reference model at {res[0]}x{res[1]} (grid {_grid(report.get('fidelity_grid'))}; latency grid "
             f"{_grid(report.get('latency_grid'))}), {s['steps']} steps, held-out images "
-            f"{', '.join(s['images'])}, {s['fidelity_masks']} masks per category, seeds {s['seeds']}; PSNR pooled over "
+            f"{', '.join(s.get('fidelity_images') or s['images'])}, {s['fidelity_masks']} masks per category, seeds {s['seeds']}; PSNR pooled over "
             f"the compressed edits of a category (dB; edits planned into `full` are the dense edit and are counted apart), "
             f"SSIM averaged; ring = mask pixels within 8 px of its border.",
             "",
@@ -138,13 +145,14 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
     names = [c["name"] for c in cats]
     written = []
     if all("speedup" in c for c in cats):
-        series = {"measured": [c["speedup"] for c in cats], "ideal (FLOPs)": [c["ideal_speedup"] for c in cats],
+        series = {"measured (median of rounds)": [c["speedup"] for c in cats], "ideal (FLOPs)": [c["ideal_speedup"] for c in cats],
                   "Flux.1-dev ideal": [c["flux1_dev_ideal_speedup"] for c in cats]}
         lat = report["latency"]
         _bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
                    f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}",
                    targets={i: SPEEDUP_TARGETS[n] for i, n in enumerate(names) if n in SPEEDUP_TARGETS},
-                   target_label="target speedup")
+                   target_label="target speedup",
+                   spans={"measured (median of rounds)": [(c["speedup_q25"], c["speedup_q75"]) for c in cats]})
         written.append("speedup.png")
     if all("fidelity" in c for c in cats):
         keys = {"HiLo vs dense": "psnr_mask_hilo_vs_dense", "HiLo vs truth": "psnr_mask_hilo_vs_truth",
@@ -157,9 +165,11 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
 
 
 def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
-               targets: dict[int, float] | None = None, target_label: str = "target") -> None:
+               targets: dict[int, float] | None = None, target_label: str = "target",
+               spans: dict[str, list[tuple[float, float]]] | None = None) -> None:
     """Grouped bars: one group per category, one bar per series; ``targets``: a dashed line over each
-    group (index -> value). The legend sits outside the axes so it never hides a bar."""
+    group (index -> value); ``spans``: (low, high) whiskers on a series' bars (the IQR of rounds).
+    The legend sits outside the axes so it never hides a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +180,11 @@ def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], yl
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(7.5, 3.4), dpi=100)
     for i, (label, values) in enumerate(series.items()):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
+        yerr = None
+        if spans and label in spans:  # whiskers from the bar's value to each end of its span
+            yerr = np.array([[max(0.0, v - lo) for v, (lo, _) in zip(values, spans[label])],
+                             [max(0.0, hi - v) for v, (_, hi) in zip(values, spans[label])]])
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label, yerr=yerr, capsize=3 if yerr is not None else 0)
     for n, (i, value) in enumerate(sorted((targets or {}).items())):
         ax.hlines(value, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2,
                   label=target_label if n == 0 else None)

@@ -25,7 +25,7 @@ from .. import __version__
 from ..model.adapters import adapter_for
 from ..model.loading import DEFAULT_MODEL, LoadedModel, text_len_for, token_size_for
 from ..model.weights import ExportModel, load_for_export
-from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, parse_buckets
+from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, kept_range, parse_buckets
 from ..planning.plan import LowFreqLayout, PlannerConfig
 from .backends import Profile, get_backend
 from .external import linear_weights, plan_weights, write_weights
@@ -171,7 +171,10 @@ def _build_locked(request, backend, source: ExportModel, adapter, table, grid, l
         if not buckets:
             continue
         spec = GraphSpec(kind, grid, request.batch, text_len, request.config.lowfreq_factor, request.precision)
-        profiles = [Profile(b.name, b.kept(n_tokens, n_lowfreq)) for b in buckets]
+        profiles = []
+        for b in buckets:
+            r = kept_range(table, table.index(b), n_tokens, 0 if b.is_full else n_lowfreq, request.config.sizing)
+            profiles.append(Profile(b.name, r["max"], r["min"], r["opt"]))
         graphs[kind] = _graph(source, adapter, weights, spec, profiles, backend, device, out_dir, previous, progress)
 
     planner = _planner_model(request, table, out_dir, previous, progress)
@@ -198,7 +201,7 @@ def _build_locked(request, backend, source: ExportModel, adapter, table, grid, l
         "backend": _backend_entry(backend, device),
         "weights": weights,
         "graphs": graphs,
-        "buckets": [_bucket_entry(b, n_tokens, n_lowfreq, graphs) for b in table],
+        "buckets": [_bucket_entry(table, i, n_tokens, n_lowfreq, request.config.sizing, graphs) for i in range(len(table))],
         "planner_model": planner,
         "tools": _tool_versions(),
     }
@@ -340,13 +343,17 @@ def _planner_model(request: BuildRequest, table: tuple[Bucket, ...], out_dir: Pa
     }
 
 
-def _bucket_entry(bucket: Bucket, n_tokens: int, n_lowfreq: int, graphs: dict[str, Any]) -> dict[str, Any]:
+def _bucket_entry(table: tuple[Bucket, ...], index: int, n_tokens: int, n_lowfreq: int, sizing: str,
+                  graphs: dict[str, Any]) -> dict[str, Any]:
+    bucket = table[index]
     kind = FULL if bucket.is_full else "hilo"
     lowfreq = 0 if bucket.is_full else n_lowfreq
     kept = bucket.kept(n_tokens, lowfreq)
+    profile = kept_range(table, index, n_tokens, lowfreq, sizing)
     graph = graphs[kind]
 
     def resolved(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # shapes at the bucket's largest plan; exact sizing runs k_kept anywhere in [kept_min, kept]
         return [{**v, "shape": [kept if d == K_AXIS else d for d in v["shape"]]} for v in values]
 
     return {
@@ -355,8 +362,9 @@ def _bucket_entry(bucket: Bucket, n_tokens: int, n_lowfreq: int, graphs: dict[st
         "capacity": bucket.capacity(n_tokens, lowfreq),
         "n_lowfreq": lowfreq,
         "kept": kept,
+        "kept_min": profile["min"],
         "graph": kind,
-        "profile": bucket.profile(n_tokens, lowfreq),
+        "profile": profile,
         "files": graph["files"] + graph["engine"]["files"],
         "inputs": resolved(graph["inputs"]),
         "outputs": resolved(graph["outputs"]),
@@ -418,7 +426,7 @@ def _engine_key(onnx_sha: str, profiles: list[Profile], precision: str, backend:
                 plugins: str | None = None) -> str:
     content = {
         "onnx": onnx_sha,
-        "profiles": [[p.bucket, p.kept] for p in profiles],
+        "profiles": [[p.bucket, *p.shape_range] for p in profiles],
         "precision": precision,
         "backend": [backend, version],
         "device": device,

@@ -18,7 +18,7 @@ from typing import Any
 from ..files import atomic_path
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: buckets carry kept_min and a min/opt/max profile (exact sizing)
 DIGEST = "manifest_sha256"  # catches edits: the engines were built for exactly this content
 
 
@@ -138,6 +138,10 @@ def check_structure(data: dict[str, Any], where: Path | str = MANIFEST) -> None:
         if bucket["graph"] not in data["graphs"]:
             raise ManifestError(f"{where} is malformed: bucket {bucket['name']} runs on graph {bucket['graph']!r}, "
                                 "which it does not list; rebuild the folder with hilo-export build")
+        p = bucket["profile"]
+        if not (p["min"] == bucket["kept_min"] <= p["opt"] <= p["max"] == bucket["kept"]):
+            raise ManifestError(f"{where} is malformed: bucket {bucket['name']} keeps {bucket['kept_min']}..{bucket['kept']} "
+                                f"tokens but its profile is {p}; rebuild the folder with hilo-export build")
     if "full" not in names or len(set(names)) != len(names):
         raise ManifestError(f"{where} is malformed: buckets {names} must be unique and include full; rebuild the folder")
 

@@ -1,9 +1,10 @@
 """Token-budget buckets: named capacities that engines are built for.
 
-A bucket is a fraction of the full token grid. At a given grid its capacity is the exact
-sequence length the DiT sees (kept full-resolution tokens plus low-frequency tokens), so
-every request planned into a bucket runs at one static shape. ``full`` always exists: it
-keeps every token and adds no low-frequency tokens.
+A bucket is a fraction of the full token grid. At a given grid its capacity is the longest
+sequence the DiT sees in it (kept full-resolution tokens plus low-frequency tokens). In exact
+sizing a bucket is a range of lengths, (previous bucket's capacity, capacity]; in padded sizing
+every request of a bucket runs at its capacity, one static shape (``kept_range``). ``full``
+always exists: it keeps every token and adds no low-frequency tokens.
 """
 
 from __future__ import annotations
@@ -48,13 +49,27 @@ class Bucket:
         """Full-resolution tokens of this bucket: the engines' ``k_kept`` axis."""
         return n_tokens if self.is_full else self.capacity(n_tokens, n_lowfreq) - n_lowfreq
 
-    def profile(self, n_tokens: int, n_lowfreq: int) -> dict[str, int]:
-        """TensorRT min/opt/max of ``k_kept``: every request of a bucket runs at exactly its size."""
-        k = self.kept(n_tokens, n_lowfreq)
-        return {"min": k, "opt": k, "max": k}
 
 
 FULL_BUCKET = Bucket(FULL, 1.0)
+
+
+def kept_range(table: tuple[Bucket, ...], index: int, n_tokens: int, n_lowfreq: int, sizing: str) -> dict[str, int]:
+    """``k_kept`` of bucket ``table[index]`` as TensorRT's min/opt/max (the bucket's profile).
+
+    Padded sizing, and ``full`` always: exactly its size. Exact sizing: one more than the
+    previous bucket keeps (a plan lands in the smallest bucket that holds it; the first bucket
+    from 1) up to its own size, with opt in the middle of that range rounded up to a multiple
+    of ``CAPACITY_ALIGN``: the typical plan, when no traffic has been measured. A bucket whose
+    capacity equals the previous one's (tiny grids) is never planned into; its range is its size.
+    """
+    bucket = table[index]
+    high = bucket.kept(n_tokens, n_lowfreq)
+    if sizing == "padded" or bucket.is_full:
+        return {"min": high, "opt": high, "max": high}
+    low = 1 if index == 0 else min(high, table[index - 1].kept(n_tokens, n_lowfreq) + 1)
+    opt = min(high, math.ceil((low + high) / 2 / CAPACITY_ALIGN) * CAPACITY_ALIGN)
+    return {"min": low, "opt": opt, "max": high}
 
 
 def format_buckets(buckets: Iterable[Bucket]) -> str:

@@ -1,7 +1,10 @@
 """Planner inputs: checking images and masks, and pooling the mask to the token grid.
 
-Pure torch. A token is in the mask if any of its pixels is; ``dilate`` grows the token mask
-by a square neighbourhood.
+Pure torch. ``token_mask`` turns a pixel mask into the planner's token mask: optionally an
+opening of the pixels (erode, then dilate, by a square of radius ``open_px``: specks and hairlines
+thinner than ``2 * open_px + 1`` pixels vanish), a pixel-level growth by ``grow_px``, the pooling
+(a token is in the mask once at least ``min_pixels`` of its pixels are; 1: any pixel), and a
+whole-token dilation by a square neighbourhood.
 """
 
 from __future__ import annotations
@@ -38,6 +41,31 @@ def dilate(tokens: torch.Tensor, radius: int) -> torch.Tensor:
     if radius == 0:
         return tokens
     return F.max_pool2d(tokens[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0
+
+
+def erode(pixels: torch.Tensor, radius: int) -> torch.Tensor:
+    """bool [H, W]: pixels whose whole (2r+1)^2 square lies in the mask. Outside the image counts
+    as in the mask (max pooling ignores padding, in torch and ONNX alike), so a mask touching the
+    border is not eaten from outside the picture."""
+    if radius == 0:
+        return pixels
+    return ~(F.max_pool2d((~pixels)[None, None].float(), 2 * radius + 1, 1, radius)[0, 0] > 0)
+
+
+def token_mask(mask: torch.Tensor, token_size: int, open_px: int = 0, grow_px: int = 0, min_pixels: int = 1,
+               dilation: int = 0) -> tuple[torch.Tensor, int]:
+    """bool [h, w]: the planner's mask tokens (see the module docstring); and the number of mask pixels
+    of the mask as given (before cleanup: the edit still covers every one of them)."""
+    if open_px == 0 and grow_px == 0 and min_pixels == 1:
+        tokens, n_pixels = pool_mask(mask, token_size)  # the common path: no float copy of the pixels
+        return dilate(tokens, dilation), n_pixels
+    pixels = mask >= 128 if mask.dtype == torch.uint8 else mask
+    n_pixels = int(torch.count_nonzero(pixels))
+    pixels = dilate(dilate(erode(pixels, open_px), open_px), grow_px)
+    height, width = pixels.shape
+    h, w = height // token_size, width // token_size
+    counts = pixels.reshape(h, token_size, w, token_size).sum(dim=(1, 3), dtype=torch.int32)
+    return dilate(counts >= min_pixels, dilation), n_pixels
 
 
 def positive_token_size(token_size: Any) -> int:

@@ -7,6 +7,7 @@ token size, planner settings and bucket table are constants of the graph.
              mask          uint8 [H, W]     pixels >= 128 are edited (as the planner reads uint8)
     outputs  bucket        int64 [1]        index into the manifest's bucket list
              keep_indices  int64 [k_kept]   TokenPlan.keep_indices: the engines' keep_indices row
+                                            (exact sizing: the plan's own length)
              scores        float32 [h, w]   TokenPlan.scores: the regional frequency score ranked by
 
 That is all an engine needs: positions and low-frequency pooling are computed inside the
@@ -96,10 +97,29 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
 
     g = _Graph()
 
-    # 1. mask tokens: any pixel >= 128 (inputs.pool_mask), dilated by a max pool (inputs.dilate)
+    # 1. mask tokens (inputs.token_mask): pixels >= 128, opened and grown by max pools (erosion is
+    # a max pool of the complement), counted per token, dilated by a max pool (inputs.dilate)
+    pixels_cfg = config.mask_pixels(token_size)
     mask = g.op("Cast", "mask", to=TensorProto.INT32)
-    peak = g.op("ReduceMax", g.reshape(mask, [h, token_size, w, token_size]), axes=[1, 3], keepdims=0)
-    tokens = g.op("Greater", peak, g.const(127, np.int32))
+    if pixels_cfg == {"open_px": 0, "grow_px": 0, "min_pixels": 1}:
+        peak = g.op("ReduceMax", g.reshape(mask, [h, token_size, w, token_size]), axes=[1, 3], keepdims=0)
+        tokens = g.op("Greater", peak, g.const(127, np.int32))
+    else:
+        one = g.const(1.0, f32)
+        pixels = g.reshape(g.op("Cast", g.op("Greater", mask, g.const(127, np.int32)), to=TensorProto.FLOAT),
+                           [1, 1, height, width])
+
+        def max_pool(x: str, radius: int) -> str:
+            size = 2 * radius + 1
+            return g.op("MaxPool", x, kernel_shape=[size, size], pads=[radius] * 4, strides=[1, 1]) if radius else x
+
+        if pixels_cfg["open_px"]:
+            eroded = g.op("Sub", one, max_pool(g.op("Sub", one, pixels), pixels_cfg["open_px"]))
+            pixels = max_pool(eroded, pixels_cfg["open_px"])
+        pixels = max_pool(pixels, pixels_cfg["grow_px"])
+        # sums of 0/1 up to token_size^2 pixels: exact in float32
+        counts = g.op("ReduceSum", g.reshape(pixels, [h, token_size, w, token_size]), g.const([1, 3], i64), keepdims=0)
+        tokens = g.op("GreaterOrEqual", counts, g.const(float(pixels_cfg["min_pixels"]), f32))
     if config.dilation:
         size = 2 * config.dilation + 1
         as_float = g.reshape(g.op("Cast", tokens, to=TensorProto.FLOAT), [1, 1, h, w])
@@ -156,9 +176,20 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
 
     # 5. selection (plan._select): mask tokens rank first (key 2 > any score), then the highest
     # scores, lower index first among equals; the kept indices in ascending order. The full
-    # bucket keeps all N tokens, which the same steps give.
+    # bucket keeps all N tokens, which the same steps give. How many (plan_batch): padded, the
+    # bucket's room; exact, the mask plus the (capped) high-frequency region, clamped to
+    # [1, room] (full: N).
     kept = [n_tokens if b.is_full else b.capacity(n_tokens, n_lowfreq) - n_lowfreq for b in table]
     k = g.op("Gather", g.const(kept, i64), bucket, axis=0)
+    if config.sizing != "padded":
+        outside = g.op("Not", mask_flat)
+        high = g.op("GreaterOrEqual", g.reshape(score, [n_tokens]), g.const(config.freq_threshold, f32))
+        n_region = g.op("ReduceSum", g.op("Cast", g.op("And", high, outside), to=TensorProto.INT64), g.const([0], i64), keepdims=1)
+        if config.max_high_freq is not None:
+            n_region = g.op("Min", n_region, g.const([int(config.max_high_freq * n_tokens)], i64))
+        floors = [n_tokens if b.is_full else 1 for b in table]
+        wanted = g.op("Max", g.op("Add", n_mask, n_region), g.op("Gather", g.const(floors, i64), bucket, axis=0))
+        k = g.op("Min", k, wanted)
     key = g.op("Where", mask_flat, g.const(2.0, f32), g.reshape(score, [n_tokens]))
     _, order = g.op("TopK", key, k, axis=0, largest=1, sorted=1, outputs=2)
     ascending, _ = g.op("TopK", order, k, axis=0, largest=0, sorted=1, outputs=2)

@@ -47,7 +47,7 @@ def selection_picture(image: Image.Image, plan: TokenPlan) -> Image.Image:
 def _with_legend(picture: Image.Image, plan: TokenPlan) -> Image.Image:
     font = ImageFont.load_default(size=14)
     counts = plan.counts
-    dropped = plan.n_tokens - (plan.capacity - plan.n_lowfreq)
+    dropped = plan.n_tokens - (plan.length - plan.n_lowfreq)
     entries = [
         (COLOURS[MASK], f"mask (dilated) {counts['mask']}"),
         (COLOURS[HIGH_FREQ], f"high-frequency {counts['high_freq']}"),
@@ -56,7 +56,7 @@ def _with_legend(picture: Image.Image, plan: TokenPlan) -> Image.Image:
         (LOWFREQ_GRID, f"low-frequency blocks {counts['low_freq']}"),
     ]
     title = (
-        f"bucket {plan.bucket}: {plan.capacity} of {plan.n_tokens} tokens ({plan.kept_ratio:.0%}), "
+        f"bucket {plan.bucket}: {plan.length} of {plan.n_tokens} tokens ({plan.kept_ratio:.0%}), "
         f"grid {plan.grid[0]}x{plan.grid[1]}, mask {plan.mask_ratio:.1%}"
     )
     line = 20

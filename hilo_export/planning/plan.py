@@ -3,31 +3,39 @@
 Pure torch (no diffusers, ONNX or backend imports). For an image, an edit mask and a token
 size, the planner
 
-1. pools the mask to the token grid (a token is in the mask if any of its pixels is) and
-   dilates it by ``dilation`` tokens (square neighbourhood): these tokens are always kept;
+1. turns the pixel mask into mask tokens (``inputs.token_mask``): optionally opens it (erode,
+   then dilate, by ``open_radius`` tokens' worth of pixels: specks thinner than that vanish) and
+   grows it by ``grow_radius`` tokens' worth of pixels; pools it to the token grid (a token is
+   in the mask once ``min_coverage`` of its pixels are; 0: any pixel); dilates it by
+   ``dilation`` tokens (square neighbourhood). These tokens are always kept;
 2. scores every token by image frequency: Sobel x/y (3x3, edge-replicated) on the BT.601
    grayscale image in [0, 1], box-averaged to ``freq_samples`` samples per token side;
    magnitude ``sqrt(gx^2 + gy^2)`` divided by ``4 * sqrt(2)``, the largest magnitude
    possible, so every sample lies in [0, 1] and a score means the same on every image (a
    flat image scores 0 everywhere); a token's score is the mean over its samples;
 3. regionalizes the score with a box filter of radius ``region_radius`` tokens, so that a
-   textured region scores high as a whole while isolated specks are damped; tokens whose
-   regional score reaches ``freq_threshold`` form the high-frequency region;
+   textured region scores high as a whole while isolated specks are damped; outside-mask
+   tokens whose regional score reaches ``freq_threshold`` form the high-frequency region
+   (at most ``max_high_freq`` of the grid when set, highest score first);
 4. adds one low-frequency token per ``f x f`` block of tokens (``f = lowfreq_factor``, the
    image downsampling factor per side; edge blocks may be partial), positioned at the
    block centre;
-5. picks the smallest bucket whose capacity holds the low-frequency and dilated-mask tokens,
-   then fills the rest of the capacity with the outside-mask tokens of highest regional
-   score (ties: lower index first), so the sequence length equals the capacity exactly.
+5. picks the smallest bucket whose capacity holds the low-frequency and mask tokens, then
+   adds outside-mask tokens by regional score (highest first; ties: lower index first):
+   - ``sizing="exact"``: the high-frequency region, as far as the capacity allows, and no
+     more: the sequence has the plan's own length, in (previous bucket's capacity,
+     capacity] (at least one kept token, so no engine ever sees an empty sequence);
+   - ``sizing="padded"``: up to the capacity, so every plan of a bucket has one static
+     length (CUDA graphs need that); the tokens beyond the region count as ``fill``.
 
-Kept outside-mask tokens inside the high-frequency region count as ``high_freq`` (at most
-``max_high_freq`` of the grid when set, highest score first); the other kept ones count as
-``fill``: capacity the bucket gives beyond what the frequency map asked for. Region tokens
-a bucket had no room for are reported as ``high_freq_dropped``.
+Region tokens a bucket had no room for are reported as ``high_freq_dropped``. High-frequency
+tokens never move a plan to a larger bucket: the bucket depends on the mask alone, which the
+ONNX planner and the C++ reader repeat with integer arithmetic.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -43,14 +51,16 @@ from .inputs import (
     as_image,
     as_int,
     as_mask,
-    dilate,
-    pool_mask,
     positive_token_size,
     token_grid,
+    token_mask,
 )
 
 # Token kinds in TokenPlan.kinds.
 DROPPED, MASK, HIGH_FREQ, FILL = 0, 1, 2, 3
+# How a plan's sequence length is set within its bucket (module docstring, step 5).
+EXACT, PADDED = "exact", "padded"
+SIZINGS = (EXACT, PADDED)
 
 @dataclass(frozen=True)
 class PlannerConfig:
@@ -62,6 +72,13 @@ class PlannerConfig:
     region_radius:  box-filter radius of the regionalization, in tokens
     max_high_freq:  at most this fraction of the grid counts as high-frequency; None: no cap
     freq_samples:   analysis samples per token side; None: every pixel
+    sizing:         "exact" (each plan runs at its own length) or "padded" (at its bucket's capacity)
+    open_radius:    radius of the pixel mask's opening, in tokens (a fraction: applied to pixels)
+    grow_radius:    pixel-level growth of the mask before pooling, in tokens (a fraction)
+    min_coverage:   share of a token's pixels the (grown) mask must cover; 0: any pixel
+
+    The pixel radii are in tokens so that a setting means the same on every token size (the
+    bench's fidelity model has 8-px tokens, Flux 16-px); they round to whole pixels.
     """
 
     dilation: int = 1
@@ -70,6 +87,12 @@ class PlannerConfig:
     region_radius: int = 1
     max_high_freq: float | None = None
     freq_samples: int | None = 8
+    # padded by the sweep's rule (README "Choosing the planner's defaults"): exact plans drop the
+    # spare-capacity context, which cost the reference model's large-mask edits 30 -> 28 dB
+    sizing: str = PADDED
+    open_radius: float = 0.0
+    grow_radius: float = 0.0
+    min_coverage: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("dilation", "lowfreq_factor", "region_radius", "freq_samples"):
@@ -88,6 +111,27 @@ class PlannerConfig:
             raise PlanError(f"max_high_freq must be a fraction of the grid in [0, 1] or None, got {self.max_high_freq}")
         if self.freq_samples is not None and self.freq_samples < 1:
             raise PlanError(f"freq_samples must be >= 1 (or None for every pixel), got {self.freq_samples}")
+        if self.sizing not in SIZINGS:
+            raise PlanError(f"sizing must be one of {', '.join(SIZINGS)} (exact: each plan at its own length; "
+                            f"padded: at its bucket's capacity, for CUDA graphs), got {self.sizing!r}")
+        for name in ("open_radius", "grow_radius"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 8.0:
+                raise PlanError(f"{name} must be a number of tokens in [0, 8] (e.g. 0.25: a quarter token), got {value!r}")
+        if isinstance(self.min_coverage, bool) or not isinstance(self.min_coverage, (int, float)) \
+                or not 0.0 <= self.min_coverage <= 1.0:
+            raise PlanError(f"min_coverage must be a share of a token's pixels in [0, 1] (0: any pixel), got {self.min_coverage!r}")
+
+    def mask_pixels(self, token_size: int) -> dict[str, int]:
+        """The mask cleanup in pixels at ``token_size``: opening and growth radii, and the pixels a
+        token needs in the mask (``inputs.token_mask``'s arguments)."""
+        area = token_size * token_size
+        return {
+            "open_px": round(self.open_radius * token_size),
+            "grow_px": round(self.grow_radius * token_size),
+            # an integer count, compared exactly by the ONNX planner too
+            "min_pixels": max(1, math.ceil(self.min_coverage * area - 1e-9)),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +190,8 @@ class LowFreqLayout:
 class TokenPlan:
     """Which tokens one request sends through the DiT, and in which order.
 
-    The DiT sequence is ``[low-frequency tokens ; keep_indices tokens]``; ``positions`` gives
+    ``capacity`` is the bucket's capacity at this grid, ``length`` the sequence the plan sends
+    (equal in padded sizing; at most the capacity in exact sizing). The DiT sequence is ``[low-frequency tokens ; keep_indices tokens]``; ``positions`` gives
     (row, col) in token units for every one of them, in that order. ``kinds`` (uint8 [h, w])
     says what each token is (DROPPED, MASK, HIGH_FREQ, FILL) and ``scores`` (float32 [h, w])
     is the regional frequency score the selection ranked by.
@@ -175,8 +220,13 @@ class TokenPlan:
         return 0 if self.lowfreq is None else self.lowfreq.count
 
     @property
+    def length(self) -> int:
+        """Sequence length the DiT sees: low-frequency plus kept full-resolution tokens."""
+        return self.n_lowfreq + int(self.keep_indices.numel())
+
+    @property
     def kept_ratio(self) -> float:
-        return self.capacity / self.n_tokens
+        return self.length / self.n_tokens
 
     def same_selection(self, other: "TokenPlan") -> bool:
         """Whether two plans send the same tokens at the same positions (one DiT call may serve both)."""
@@ -190,11 +240,12 @@ class TokenPlan:
         return {
             "bucket": self.bucket,
             "capacity": self.capacity,
+            "length": self.length,
             "grid": list(self.grid),
             "token_size": self.token_size,
             "mask_ratio": self.mask_ratio,
             "kept_ratio": self.kept_ratio,
-            "tokens": {"total": self.capacity, **self.counts},
+            "tokens": {"total": self.length, **self.counts},
             "high_freq_dropped": self.high_freq_dropped,
             "lowfreq": None
             if self.lowfreq is None
@@ -252,7 +303,13 @@ def plan_batch(
     n_tokens = grid[0] * grid[1]
     needed = max(int(a.mask_tokens.sum()) for a in analyses)
     bucket = _choose_bucket(table, needed, n_tokens, n_lowfreq)
-    return [_select(a, bucket, layout, token_size, config) for a in analyses]
+    if bucket.is_full:
+        n_kept = n_tokens
+    else:
+        room = bucket.capacity(n_tokens, n_lowfreq) - n_lowfreq
+        # one batch runs at one length: the longest plan's (shorter ones take their next-best tokens)
+        n_kept = room if config.sizing == PADDED else max(_exact_kept(a, room, config) for a in analyses)
+    return [_select(a, bucket, n_kept, layout, token_size, config) for a in analyses]
 
 
 def mask_from_file(pixels: Any) -> np.ndarray:
@@ -269,7 +326,7 @@ def mandatory_tokens(mask: Any, token_size: int = DEFAULT_TOKEN_SIZE,
     token_size = positive_token_size(token_size)
     mask_t = as_mask(mask)
     grid = token_grid(*mask_t.shape, token_size)
-    mask_tokens = dilate(pool_mask(mask_t, token_size)[0], config.dilation)
+    mask_tokens, _ = token_mask(mask_t, token_size, dilation=config.dilation, **config.mask_pixels(token_size))
     layout = _lowfreq_layout(grid, config)
     n_lowfreq = layout.count if layout else 0
     return int(mask_tokens.sum()) + n_lowfreq, grid[0] * grid[1], n_lowfreq
@@ -282,6 +339,16 @@ def _choose_bucket(table: Sequence[Bucket], n_mask: int, n_tokens: int, n_lowfre
     raise AssertionError("bucket table has no full bucket")  # parse_buckets always appends it
 
 
+def _exact_kept(analysis: _Analysis, room: int, config: PlannerConfig) -> int:
+    """Kept full-resolution tokens of an exact plan: mask plus (capped) high-frequency region,
+    at least one, at most the bucket's ``room``."""
+    n_mask = int(analysis.mask_tokens.sum())
+    region = int(((analysis.score >= config.freq_threshold) & ~analysis.mask_tokens).sum())
+    if config.max_high_freq is not None:
+        region = min(region, int(config.max_high_freq * analysis.score.numel()))
+    return min(room, max(1, n_mask + region))
+
+
 def _lowfreq_layout(grid: tuple[int, int], config: PlannerConfig) -> LowFreqLayout | None:
     return None if config.lowfreq_factor is None else LowFreqLayout(config.lowfreq_factor, grid)
 
@@ -289,6 +356,7 @@ def _lowfreq_layout(grid: tuple[int, int], config: PlannerConfig) -> LowFreqLayo
 def _select(
     analysis: _Analysis,
     bucket: Bucket,
+    n_kept: int,
     layout: LowFreqLayout | None,
     token_size: int,
     config: PlannerConfig,
@@ -305,12 +373,11 @@ def _select(
         capacity = n_tokens
     else:
         capacity = bucket.capacity(n_tokens, layout.count if layout else 0)
-        n_full_res = capacity - (layout.count if layout else 0)
         # Mask tokens rank above every score (scores are in [0, 1]); a stable descending
         # sort breaks ties by index, which keeps plans deterministic.
         key = torch.where(mask_flat, torch.tensor(2.0), score_flat)
         order = torch.sort(key, descending=True, stable=True).indices
-        keep = torch.sort(order[:n_full_res]).values
+        keep = torch.sort(order[:n_kept]).values
 
     kept = torch.zeros(n_tokens, dtype=torch.bool)
     kept[keep] = True
@@ -370,8 +437,7 @@ def _analyze(image: Any, mask: Any, token_size: int, config: PlannerConfig) -> _
         )
     grid = token_grid(height, width, token_size)
 
-    mask_tokens, mask_pixels = pool_mask(mask_t, token_size)
-    mask_tokens = dilate(mask_tokens, config.dilation)
+    mask_tokens, mask_pixels = token_mask(mask_t, token_size, dilation=config.dilation, **config.mask_pixels(token_size))
 
     score = regional_mean(frequency_map(image_t, token_size, config.freq_samples), config.region_radius)
     assert mask_tokens.shape == score.shape == grid

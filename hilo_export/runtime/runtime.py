@@ -80,7 +80,8 @@ class HiLoRuntime:
         missing = set(expected) - set(feeds) - {"keep_indices", "fill"}
         if missing:
             raise RuntimeInputError(f"missing inputs {sorted(missing)}")
-        feeds["keep_indices"] = np.ascontiguousarray(np.broadcast_to(plan.keep_indices.numpy(), (batch, bucket["kept"])))
+        keep = plan.keep_indices.numpy()  # exact sizing: the plan's own length, inside the bucket's range
+        feeds["keep_indices"] = np.ascontiguousarray(np.broadcast_to(keep, (batch, keep.shape[0])))
         fill_spec = expected["fill"]
         feeds["fill"] = np.zeros(fill_spec["shape"], fill_spec["dtype"]) if fill is None else _array(fill, fill_spec, "fill")
 
@@ -105,10 +106,12 @@ class HiLoRuntime:
                 "plan with runtime.plan(image, mask)"
             )
         bucket = self.buckets.get(plan.bucket)
-        if bucket is None or plan.config != self.config or bucket["capacity"] != plan.capacity:
+        kept = int(plan.keep_indices.numel())
+        if (bucket is None or plan.config != self.config or bucket["capacity"] != plan.capacity
+                or not bucket["kept_min"] <= kept <= bucket["kept"]):
             raise RuntimeInputError(
-                f"the plan (bucket {plan.bucket}, capacity {plan.capacity}) was not made with this folder's settings; "
-                "plan with runtime.plan(image, mask)"
+                f"the plan (bucket {plan.bucket}, capacity {plan.capacity}, {kept} kept tokens) was not made with this "
+                "folder's settings; plan with runtime.plan(image, mask)"
             )
         return bucket
 
@@ -116,6 +119,12 @@ class HiLoRuntime:
         if self._backend is None:
             choice = self._backend_choice
             self._backend = choice if hasattr(choice, "load") else get_backend(choice or self.manifest["backend"]["name"])
+            if getattr(self._backend, "fix_k", False) and self.config.sizing != "padded":
+                raise RuntimeInputError(
+                    f"the engines in {self.folder} plan with sizing {self.config.sizing!r}: every plan has its own length, "
+                    "which a session with k_kept fixed per bucket cannot run; use OrtBackend() (dynamic k_kept) "
+                    "or build with --sizing padded"
+                )
             built = self.manifest["backend"]
             if not self._backend.portable and (built["version"], built["device"]) != (self._backend.version(), self._backend.device()):
                 raise ManifestError(
@@ -128,7 +137,7 @@ class HiLoRuntime:
         with self._lock:
             if kind not in self._runners:
                 graph = self.manifest["graphs"][kind]
-                profiles = [Profile(b["name"], b["kept"]) for b in self.manifest["buckets"] if b["graph"] == kind]
+                profiles = [Profile.of(b) for b in self.manifest["buckets"] if b["graph"] == kind]
                 engine_files = [self.folder / f["path"] for f in graph["engine"]["files"]]
                 backend = self._engine_backend()
                 self._runners[kind] = backend.load(self.folder / graph["files"][0]["path"], engine_files, profiles,

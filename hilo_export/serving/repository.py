@@ -9,8 +9,9 @@ DiT models are ``onnxruntime`` models of the exported ONNX files (the ``hilo`` f
 inside them: no custom op library), or ``tensorrt_plan`` models of the folder's TensorRT
 engines. A TensorRT engine holds one optimization profile per bucket; its model lists every
 profile in ``instance_group.profile`` (Triton uses only profile 0 otherwise) and Triton picks
-the profile whose shapes fit the request: each bucket's profile fixes ``k_kept`` to exactly
-its size, so the routing is unambiguous. One model per graph rather than per bucket keeps
+the profile whose shapes fit the request: bucket profiles cover disjoint ``k_kept`` ranges
+(exact sizing: (previous bucket's size, its size]; padded: exactly its size), so the routing is
+unambiguous. One model per graph rather than per bucket keeps
 one copy of the weights on the GPU (README, Serving with Triton).
 
 Every ``config.pbtxt`` is written from plain data, then parsed with Triton's own schema
@@ -152,6 +153,7 @@ def routing(manifest: dict[str, Any]) -> dict[str, Any]:
                 "name": b["name"],
                 "model": dit_model(b["graph"]),
                 "kept": b["kept"],
+                "kept_min": b["kept_min"],
                 "n_lowfreq": b["n_lowfreq"],
                 "outputs": [v["name"] for v in b["outputs"]],
             }

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 ROUTING_FILE = "routing.json"
-ROUTING_FORMAT = 1
+ROUTING_FORMAT = 2  # 2: buckets carry kept_min (exact sizing runs a range of lengths)
 IMAGE, MASK, FILL, OUTPUT, BUCKET = "image", "mask", "fill", "output", "bucket"
 
 RunModel = Callable[[str, dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
@@ -63,9 +63,10 @@ class Router:
         index = int(np.asarray(plan[BUCKET]).reshape(-1)[0])
         bucket = self.buckets[index]
         keep = np.asarray(plan["keep_indices"], np.int64).reshape(-1)
-        if keep.shape[0] != bucket["kept"]:
+        if not bucket["kept_min"] <= keep.shape[0] <= bucket["kept"]:
             # only a planner from another build can do this; the repository is inconsistent
-            raise RuntimeError(f"the planner kept {keep.shape[0]} tokens for bucket {bucket['name']}, its engine takes {bucket['kept']}")
+            raise RuntimeError(f"the planner kept {keep.shape[0]} tokens for bucket {bucket['name']}, its engine takes "
+                               f"{bucket['kept_min']}..{bucket['kept']}")
 
         fill = request.get(FILL)
         feeds["keep_indices"] = np.ascontiguousarray(np.broadcast_to(keep, (self.batch, keep.shape[0])))

@@ -8,8 +8,10 @@ from hilo_export.evaluation import BenchSettings, run_bench
 from hilo_export.evaluation.flops import StepFlops
 from hilo_export.evaluation.metrics import border_ring, psnr, ssim
 from hilo_export.model import BUILTIN_CONFIGS
+from hilo_export.planning import PlannerConfig
 
-REQUIRED = ("name", "mask_ratio_mean", "token_ratio_mean", "speedup", "ideal_speedup", "psnr_mask_hilo_vs_dense",
+REQUIRED = ("name", "mask_ratio_mean", "token_ratio_mean", "speedup", "speedup_q25", "speedup_q75", "speedup_iqr",
+            "speedup_rounds", "ideal_speedup", "ideal_speedup_plans", "achieved_over_ideal", "psnr_mask_hilo_vs_dense",
             "psnr_mask_hilo_vs_truth", "psnr_mask_dense_vs_truth", "ssim_mask_hilo_vs_dense")
 
 
@@ -48,6 +50,8 @@ def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, refer
         for key in REQUIRED:
             assert key in c, key
         assert c["speedup"] > 0 and c["ideal_speedup"] >= 1 and c["flux1_dev_ideal_speedup"] >= 1
+        assert len(c["speedup_rounds"]) == 3 and c["speedup_q25"] <= c["speedup"] <= c["speedup_q75"]
+        assert sum(t["weight"] for t in c["timed_lengths"]) == pytest.approx(1.0)
         assert sum(c["bucket_mix"].values()) == pytest.approx(1.0)
         assert c["fidelity"]["outside_mask_max_abs_diff"] == 0
         assert c["psnr_mask_noise_floor"] is not None
@@ -71,7 +75,8 @@ def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, refer
     assert "Context probe" in md and "grid 16x16" in md
     assert report["targets"] and all(isinstance(t["met"], bool) for t in report["targets"])
     md = (out / "report.md").read_text()
-    assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md
+    assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md and "IQR" in md
+    assert saved["latency"]["sizing"] == PlannerConfig().sizing and saved["latency"]["rounds"] == 3
     assert (out / "speedup.png").stat().st_size > 0 and (out / "fidelity.png").stat().st_size > 0
 
 
@@ -84,25 +89,13 @@ def test_sweep_draws_speed_against_fidelity(tmp_path):
     for label, cats in by_label.items():
         assert set(cats) == {"small", "medium", "large"}
         assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
-    # without dilation a mask needs fewer tokens: the same table never puts it in a larger bucket
+    # without dilation a mask needs fewer tokens; exact plans never send more than padded ones
     for category in ("small", "medium", "large"):
-        assert by_label["dilation 0"][category]["token_ratio_mean"] <= by_label["defaults"][category]["token_ratio_mean"]
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults |" in (tmp_path / "sweep.md").read_text()
-
-
-def test_category_speed_weights_bucket_times_by_the_mix():
-    from hilo_export.evaluation.bench import BucketTiming, category_speed
-
-    timings = {"s": BucketTiming("s", 100, 1.0, 10.0), "m": BucketTiming("m", 200, 2.0, 30.0),
-               "full": BucketTiming("full", 400, 4.0, 80.0)}
-    speed = category_speed({"s": 0.5, "m": 0.5}, timings, dev=lambda n: n * n, steps=8, planner_s=0.01)
-    assert speed["step_s_hilo"] == pytest.approx(1.5)
-    assert speed["speedup"] == pytest.approx(4.0 / 1.5)
-    assert speed["ideal_speedup"] == pytest.approx(80.0 / 20.0)
-    assert speed["achieved_over_ideal"] == pytest.approx((4.0 / 1.5) / 4.0)
-    assert speed["flux1_dev_ideal_speedup"] == pytest.approx(400**2 / (0.5 * 100**2 + 0.5 * 200**2))
-    assert speed["edit_s_hilo_composed"] == pytest.approx(0.01 + 8 * 1.5)
-    assert speed["edit_s_dense_composed"] == pytest.approx(32.0)
+        exact = by_label["exact sizing"][category]["token_ratio_mean"]
+        assert by_label["exact, dilation 0"][category]["token_ratio_mean"] <= exact
+        assert exact <= by_label["defaults (padded: spare capacity filled)"][category]["token_ratio_mean"]
+    md = (tmp_path / "sweep.md").read_text()
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults (padded" in md and "keeps the targets" in md
 
 
 def test_bench_command_refuses_bad_settings(tmp_path):

@@ -20,21 +20,25 @@ def figures(monkeypatch):
 
 
 def quick_report():
-    bucket = {"kept": 64, "step_s": 0.004, "speedup": 1.5, "ideal_speedup": 1.6, "flux1_dev_ideal_speedup": 2.0}
+    length = {"bucket": "s", "kept": 60, "sequence": 64, "step_s_median": 0.004, "ideal_speedup": 1.6,
+              "speedup": {"median": 1.5, "q25": 1.4, "q75": 1.6, "iqr": 0.2}}
     category = {"name": "small", "mask_ratio_mean": 0.06, "token_ratio_mean": 0.3, "bucket_mix": {"m": 0.25, "full": 0.25, "s": 0.5},
-                "step_s_hilo": 0.004, "step_s_dense": 0.006, "speedup": 1.5, "ideal_speedup": 1.6, "achieved_over_ideal": 0.94,
+                "timed_lengths": [{"bucket": "s", "kept": 60, "sequence": 64, "weight": 1.0}],
+                "step_s_hilo": 0.004, "step_s_dense": 0.006, "speedup": 1.5, "speedup_q25": 1.4, "speedup_q75": 1.6,
+                "speedup_iqr": 0.2, "ideal_speedup": 1.6, "ideal_speedup_plans": 1.7, "achieved_over_ideal": 0.94,
                 "flux1_dev_ideal_speedup": 3.0, "planner_ms_median": 1.0, "edit_s_hilo_composed": 0.032,
                 "edit_s_dense_composed": 0.048}
-    return {"settings": {"repeats": 1, "per_category": 1},
+    return {"settings": {"repeats": 1, "per_category": 1, "bucket_table": {"s": 0.2, "m": 0.45, "l": 0.75, "full": 1.0}},
             "latency": {"model": "tiny-flux", "resolution": [320, 192], "grid": [12, 20], "text_len": 8,
-                        "backend": {"name": "ort", "version": "1", "device": "cpu"},
-                        "buckets": {"s": bucket, "m": bucket, "l": bucket, "full": bucket}},
+                        "backend": {"name": "ort", "version": "1", "device": "cpu"}, "sizing": "padded", "rounds": 1,
+                        "lengths": [length]},
             "categories": [category], "targets": [], "wall_s": 3.0}
 
 
 def test_quick_bench_numbers_read_right():
     text = report_module.markdown(quick_report())
-    assert "median of 1 round." in text and "1 rounds" not in text and "1 mask per category" in text
+    assert "in 1 interleaved round in one process" in text and "1 rounds" not in text and "1 mask per category" in text
+    assert "0.20 (1.40-1.60)" in text  # the IQR of the per-round ratios
     assert "32 ms / 48 ms" in text and "0.0 s" not in text
     assert "s 50%, m 25%, full 25%" in text  # the bucket table's order, not the order plans came in
 
@@ -69,4 +73,4 @@ def test_sweep_picture_marks_the_30_db_floor_and_the_choice(tmp_path, figures):
         assert any(list(line.get_ydata()) == [30.0, 30.0] for line in ax.get_lines())
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {"fast but blurry", "chosen one", "slow", "30 dB floor"} <= set(labels)
-    assert any(label.startswith("chosen") and "30 dB" in label for label in labels)
+    assert any(label.startswith("chosen") and "fidelity targets" in label for label in labels)

@@ -37,12 +37,12 @@ def test_selections_keep_the_mask_and_hilos_budget():
     mask = torch.nonzero(plan.kinds.reshape(-1) == MASK).flatten()
     for name in ("hilo", "random_context", "no_lowfreq"):  # the ones that can fill a budget fill HiLo's exactly
         other = selection_plan(name, plan)
-        assert other.capacity == plan.capacity == len(other.positions), name
+        assert other.length == plan.length == len(other.positions) and other.capacity == plan.capacity, name
         assert set(mask.tolist()) <= set(other.keep_indices.tolist()), name
     assert selection_plan("no_lowfreq", plan).lowfreq is None
     core, only = selection_plan("core_only", plan), selection_plan("mask_only", plan)
     assert torch.equal(core.keep_indices, mask) and core.lowfreq == plan.lowfreq
-    assert torch.equal(only.keep_indices, mask) and only.lowfreq is None and only.capacity == len(mask)
+    assert torch.equal(only.keep_indices, mask) and only.lowfreq is None and only.length == len(mask)
     random_a, random_b = selection_plan("random_context", plan, 0), selection_plan("random_context", plan, 1)
     assert not torch.equal(random_a.keep_indices, random_b.keep_indices)
     with pytest.raises(ValueError, match="random_context"):

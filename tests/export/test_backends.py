@@ -7,11 +7,25 @@ SHAPES = {"hidden_states": [1, 240, 16], "keep_indices": [1, "k_kept"], "img_ids
 
 
 def test_profile_shapes_fix_the_kept_axis():
-    shapes = trt.profile_shapes(SHAPES, 71)
+    shapes = trt.profile_shapes(SHAPES, Profile("s", 71))
     assert shapes["keep_indices"] == ((1, 71), (1, 71), (1, 71))
     assert shapes["hidden_states"] == ((1, 240, 16),) * 3
     with pytest.raises(BackendError, match="dynamic axis other than k_kept"):
-        trt.profile_shapes({"x": [1, "batch"]}, 3)
+        trt.profile_shapes({"x": [1, "batch"]}, Profile("s", 3))
+
+
+def test_profile_shapes_span_an_exact_bucket():
+    shapes = trt.profile_shapes(SHAPES, Profile("m", 143, 72, 112))
+    assert shapes["keep_indices"] == ((1, 72), (1, 112), (1, 143))
+    assert shapes["img_ids"] == ((240, 3),) * 3  # only k_kept varies
+    with pytest.raises(BackendError, match="not ordered"):
+        trt.profile_shapes(SHAPES, Profile("m", 143, 150, 143))
+
+
+def test_profile_of_a_manifest_bucket():
+    entry = {"name": "m", "profile": {"min": 72, "opt": 112, "max": 143}}
+    assert Profile.of(entry) == Profile("m", 143, 72, 112)
+    assert Profile.of(entry).shape_range == (72, 112, 143)
 
 
 def test_build_settings_have_one_profile_per_bucket():

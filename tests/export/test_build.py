@@ -23,8 +23,9 @@ def test_manifest_describes_the_build(built):
     assert {"torch", "onnx", "onnxruntime", "diffusers"} <= set(m["tools"])
     names = [b["name"] for b in m["buckets"]]
     assert names == ["s", "m", "l", "full"]
-    for b in m["buckets"]:
-        assert b["profile"] == {"min": b["kept"], "opt": b["kept"], "max": b["kept"]}
+    assert m["planner"]["sizing"] == "padded"
+    for b in m["buckets"]:  # padded sizing: one static length per bucket
+        assert b["profile"] == {"min": b["kept"], "opt": b["kept"], "max": b["kept"]} and b["kept_min"] == b["kept"]
         assert b["capacity"] == b["kept"] + b["n_lowfreq"]
         for f in b["files"]:
             assert sha256_file(built / f["path"]) == f["sha256"]
@@ -34,6 +35,19 @@ def test_manifest_describes_the_build(built):
     assert all(v["dtype"] for b in m["buckets"] for v in b["inputs"] + b["outputs"])
     for graph in m["graphs"].values():
         assert max(graph["check"]["relative_error"].values()) <= graph["check"]["tolerance"]
+
+
+def test_exact_sizing_builds_bucket_ranges(built, built_exact):
+    m, padded = read_manifest(built_exact), read_manifest(built)
+    assert m["planner"]["sizing"] == "exact"
+    # the same graphs: sizing changes the plans, the profiles and the manifest, not the export
+    assert [g["files"][0]["sha256"] for g in m["graphs"].values()] == [g["files"][0]["sha256"] for g in padded["graphs"].values()]
+    previous = 0
+    for b in m["buckets"]:  # the buckets' k_kept ranges tile 1..N without overlap
+        low = b["kept"] if b["name"] == "full" else previous + 1
+        assert b["kept_min"] == low and b["profile"]["min"] == low and b["profile"]["max"] == b["kept"]
+        assert low <= b["profile"]["opt"] <= b["kept"]
+        previous = b["kept"]
 
 
 def test_onnx_graph_has_hilo_ops_functions_and_one_dynamic_axis(built):

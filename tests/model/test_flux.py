@@ -103,7 +103,7 @@ def test_sequence_positions_are_the_plan_positions():
     tensors = PlanTensors.from_plan(plan, 1, torch.device("cpu"))
     positions = compress(grid_ids(H, W)[None], tensors)[0]
     assert torch.allclose(positions[:, 1:], plan.positions)
-    assert torch.equal(positions[:, 0], torch.zeros(plan.capacity))
+    assert torch.equal(positions[:, 0], torch.zeros(plan.length))
 
 
 def test_lowfreq_positions_stay_exact_in_bf16():

@@ -6,6 +6,7 @@ from hilo_export.planning.buckets import (
     FULL,
     Bucket,
     BucketError,
+    kept_range,
     parse_buckets,
 )
 
@@ -50,3 +51,26 @@ def test_capacity_is_aligned_and_clamped():
     assert Bucket("x", 0.99).capacity(100, 1) == 100  # never more than the grid
     assert Bucket("x", 0.01).capacity(100, 12) == 12  # never fewer than the low-frequency tokens
     assert parse_buckets("s")[-1].capacity(n, 16) == n
+
+
+def test_exact_buckets_are_ranges_that_tile_the_lengths():
+    # 64x64 grid, 16 low-frequency tokens: capacities 824, 1848, 3072 (multiples of 8), kept = capacity - 16
+    table = parse_buckets("s,m,l")
+    ranges = [kept_range(table, i, 4096, 16 if i < 3 else 0, "exact") for i in range(4)]
+    assert [(r["min"], r["max"]) for r in ranges] == [(1, 808), (809, 1832), (1833, 3056), (4096, 4096)]
+    for r in ranges[:3]:  # opt: the middle of the range, on the alignment grid
+        assert r["min"] <= r["opt"] <= r["max"] and r["opt"] % CAPACITY_ALIGN == 0
+        assert abs(r["opt"] - (r["min"] + r["max"]) / 2) < CAPACITY_ALIGN
+    assert ranges[3]["opt"] == 4096
+
+
+def test_padded_buckets_are_one_length():
+    table = parse_buckets("s,m,l")
+    assert kept_range(table, 1, 4096, 16, "padded") == {"min": 1832, "opt": 1832, "max": 1832}
+
+
+def test_a_bucket_no_plan_reaches_keeps_a_valid_range():
+    # on a 4-token grid both buckets round up to the whole grid: m is never chosen, its range is its size
+    table = parse_buckets("s=0.5,m=0.6")
+    assert table[0].kept(4, 0) == table[1].kept(4, 0) == 4
+    assert kept_range(table, 1, 4, 0, "exact") == {"min": 4, "opt": 4, "max": 4}

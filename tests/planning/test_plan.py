@@ -11,13 +11,31 @@ from hilo_export.planning import DROPPED, FILL, HIGH_FREQ, MASK, parse_buckets
 # ------------------------------------------------------------ independent references
 
 
-def reference_mask_tokens(mask: np.ndarray, token: int, dilation: int) -> np.ndarray:
-    """Tokens with any mask pixel, dilated by a (2r+1)^2 square: written with plain loops."""
+def _square(pixels: np.ndarray, radius: int, grow: bool) -> np.ndarray:
+    """Max (grow) or min (shrink) over each (2r+1)^2 square, by shifting a padded copy; outside the
+    image never wins (max pooling ignores padding)."""
+    if radius == 0:
+        return pixels
+    h, w = pixels.shape
+    padded = np.pad(pixels, radius, constant_values=not grow)
+    out = np.full_like(pixels, not grow)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            window = padded[dy : dy + h, dx : dx + w]
+            out = out | window if grow else out & window
+    return out
+
+
+def reference_mask_tokens(mask: np.ndarray, token: int, config: PlannerConfig) -> np.ndarray:
+    """Opened, grown, pooled by pixel count, dilated by a (2r+1)^2 square: written with plain loops."""
+    px = config.mask_pixels(token)
+    pixels = _square(_square(_square(mask, px["open_px"], False), px["open_px"], True), px["grow_px"], True)
     h, w = mask.shape[0] // token, mask.shape[1] // token
     pooled = np.zeros((h, w), bool)
     for i in range(h):
         for j in range(w):
-            pooled[i, j] = mask[i * token : (i + 1) * token, j * token : (j + 1) * token].any()
+            pooled[i, j] = pixels[i * token : (i + 1) * token, j * token : (j + 1) * token].sum() >= px["min_pixels"]
+    dilation = config.dilation
     dilated = np.zeros_like(pooled)
     for i in range(h):
         for j in range(w):
@@ -42,13 +60,22 @@ def check_plan_invariants(plan, mask_bool: np.ndarray, config: PlannerConfig, bu
     assert keep.dtype == torch.int64
     assert torch.equal(keep, torch.unique(keep)), "indices must be sorted and unique"
     assert len(keep) == 0 or (int(keep.min()) >= 0 and int(keep.max()) < n)
-    must_keep = reference_mask_tokens(mask_bool, plan.token_size, config.dilation).reshape(-1)
+    must_keep = reference_mask_tokens(mask_bool, plan.token_size, config).reshape(-1)
     kept = np.zeros(n, bool)
     kept[keep.numpy()] = True
     assert kept[must_keep].all(), "every dilated-mask token is kept"
-    assert plan.capacity == plan.n_lowfreq + len(keep)
+    assert plan.length == plan.n_lowfreq + len(keep)
     table = {b.name: b for b in parse_buckets(buckets)}
     assert plan.capacity == table[plan.bucket].capacity(n, plan.n_lowfreq)
+    if config.sizing == "padded" or plan.bucket == "full":
+        assert plan.length == plan.capacity
+    elif minimal:  # exact: the mask and the (capped) high-frequency region, at least one token, within the capacity
+        region = (plan.scores.reshape(-1).numpy() >= config.freq_threshold) & ~must_keep
+        n_region = region.sum() if config.max_high_freq is None else min(region.sum(), int(config.max_high_freq * n))
+        assert len(keep) == min(plan.capacity - plan.n_lowfreq, max(1, must_keep.sum() + n_region))
+        assert plan.counts["fill"] == (1 if len(keep) == 1 and not must_keep.any() and not n_region else 0)
+    else:  # exact, in a batch: the batch's longest plan's length
+        assert plan.length <= plan.capacity
     c = plan.counts
     assert c["mask"] == must_keep.sum()
     assert c["mask"] + c["high_freq"] + c["fill"] == len(keep)
@@ -60,7 +87,7 @@ def check_plan_invariants(plan, mask_bool: np.ndarray, config: PlannerConfig, bu
     kept_outside = kept[~must_keep]
     if kept_outside.any() and (~kept_outside).any():
         assert outside[kept_outside].min() >= outside[~kept_outside].max(), "the fill takes the highest scores"
-    assert plan.positions.shape == (plan.capacity, 2)
+    assert plan.positions.shape == (plan.length, 2)
     rows, cols = plan.positions[plan.n_lowfreq :].T
     assert torch.equal(rows.long() * w + cols.long(), keep)
     if plan.lowfreq is not None:
@@ -101,6 +128,11 @@ def requests(draw):
         lowfreq_factor=draw(st.sampled_from([None, 1, 2, 3, 4, 16])),
         freq_threshold=draw(st.sampled_from([0.0, 0.04, 0.2, 1.0])),
         region_radius=draw(st.integers(0, 2)),
+        max_high_freq=draw(st.sampled_from([None, 0.0, 0.1])),
+        sizing=draw(st.sampled_from(["exact", "padded"])),
+        open_radius=draw(st.sampled_from([0.0, 0.0, 0.25, 0.5])),
+        grow_radius=draw(st.sampled_from([0.0, 0.0, 0.25, 1.0])),
+        min_coverage=draw(st.sampled_from([0.0, 0.0, 0.1, 0.5])),
     )
     return image, mask, token, config
 
@@ -192,7 +224,7 @@ def test_high_frequency_cap():
     config = PlannerConfig(max_high_freq=0.05)
     plan = plan_tokens(image, np.zeros((128, 128), bool), token_size=TOKEN, config=config)
     assert plan.counts["high_freq"] == int(0.05 * 256)
-    assert plan.capacity == plan.counts["high_freq"] + plan.counts["fill"] + plan.n_lowfreq
+    assert plan.length == plan.counts["high_freq"] + plan.counts["fill"] + plan.n_lowfreq
 
 
 def test_input_forms_agree():
@@ -303,3 +335,73 @@ def test_frequency_map_matches_a_direct_sobel(monkeypatch, samples, stride, stri
     for img in (image, image.astype(np.float32) / 255):
         got = frequency.frequency_map(torch.from_numpy(img), 8, samples).numpy()
         assert np.allclose(got, reference_frequency_map(img, 8, stride), atol=1e-5)
+
+
+# ------------------------------------------------------------ sizing and mask cleanup
+
+
+def test_exact_plans_send_less_than_padded_ones_in_the_same_bucket():
+    image = textured_image(16, 16)  # noisy top-left quadrant, smooth elsewhere
+    mask = np.zeros((128, 128), bool)
+    mask[100:110, 100:110] = True
+    # a bucket with room to spare beyond the mask and the textured quadrant's region
+    exact = plan_tokens(image, mask, token_size=TOKEN, buckets="s=0.6", config=PlannerConfig(sizing="exact"))
+    padded = plan_tokens(image, mask, token_size=TOKEN, buckets="s=0.6", config=PlannerConfig(sizing="padded"))
+    assert exact.bucket == padded.bucket and exact.capacity == padded.capacity
+    assert exact.length < padded.length == padded.capacity
+    assert exact.counts["fill"] == 0 and padded.counts["fill"] > 0
+    # exact keeps a prefix of padded's ranking: every token it sends, padded sends too
+    assert set(exact.keep_indices.tolist()) <= set(padded.keep_indices.tolist())
+
+
+def test_an_empty_plan_still_sends_one_token():
+    flat = np.full((64, 64, 3), 100, np.uint8)  # no high-frequency region, no mask: nothing asked for
+    plan = plan_tokens(flat, np.zeros((64, 64), bool), token_size=TOKEN, config=PlannerConfig(lowfreq_factor=None, sizing="exact"))
+    assert plan.length == 1 and len(plan.keep_indices) == 1
+
+
+def test_opening_removes_specks_but_keeps_blobs():
+    mask = np.zeros((128, 128), bool)
+    mask[4:6, 4:6] = True  # a 2x2-pixel speck
+    mask[64:96, 64:96] = True  # a 32-px square
+    config = PlannerConfig(dilation=0, lowfreq_factor=None, open_radius=0.25)  # 2 px: specks below 5 px vanish
+    tokens = reference_mask_tokens(mask, TOKEN, config)
+    assert not tokens[0, 0] and tokens[8:12, 8:12].all() and tokens.sum() == 16
+    plan = plan_tokens(textured_image(16, 16), mask, token_size=TOKEN, config=config)
+    assert plan.counts["mask"] == 16
+    assert plan.mask_ratio == pytest.approx(mask.mean())  # the ratio is the user's mask, before cleanup
+
+
+def test_pixel_growth_reaches_only_the_near_neighbour():
+    mask = np.zeros((64, 64), bool)
+    mask[19:21, 22:24] = True  # 2x2 pixels in the middle of token (2, 2)'s right edge
+    base = dict(dilation=0, lowfreq_factor=None)
+    plain = plan_tokens(textured_image(8, 8), mask, token_size=TOKEN, config=PlannerConfig(**base))
+    grown = plan_tokens(textured_image(8, 8), mask, token_size=TOKEN, config=PlannerConfig(**base, grow_radius=0.25))
+    whole = plan_tokens(textured_image(8, 8), mask, token_size=TOKEN, config=PlannerConfig(dilation=1, lowfreq_factor=None))
+    assert plain.counts["mask"] == 1
+    # 2 px of growth crosses into the right neighbour only; a whole-token dilation takes all 8 neighbours
+    assert set(np.flatnonzero(grown.kinds.numpy() == MASK)) == {2 * 8 + 2, 2 * 8 + 3}
+    assert whole.counts["mask"] == 9
+
+
+def test_coverage_drops_tokens_the_mask_barely_touches():
+    mask = np.zeros((64, 64), bool)
+    mask[16:24, 16:24] = True  # token (2, 2) whole
+    mask[16:17, 24:25] = True  # one pixel of token (2, 3)
+    config = PlannerConfig(dilation=0, lowfreq_factor=None, min_coverage=0.1)  # 7 of 64 pixels needed
+    assert config.mask_pixels(TOKEN)["min_pixels"] == 7
+    plan = plan_tokens(textured_image(8, 8), mask, token_size=TOKEN, config=config)
+    assert set(np.flatnonzero(plan.kinds.numpy() == MASK)) == {2 * 8 + 2}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("sizing", "fixed", "sizing must be one of exact, padded"),
+    ("sizing", True, "sizing must be one of"),
+    ("open_radius", -0.5, "open_radius must be a number of tokens"),
+    ("grow_radius", "1", "grow_radius must be a number of tokens"),
+    ("min_coverage", 1.5, "min_coverage must be a share"),
+])
+def test_bad_cleanup_and_sizing_settings_say_what_is_allowed(field, value, message):
+    with pytest.raises(PlanError, match=message):
+        PlannerConfig(**{field: value})

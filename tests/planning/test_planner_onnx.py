@@ -24,6 +24,12 @@ CASES = {
     "bare": ((48, 40), 8, "s", PlannerConfig(dilation=0, region_radius=0, freq_samples=None, lowfreq_factor=None)),
     # one sample per 16-px token: gray sums beyond 2^24, the integer path rounded once
     "one-sample": ((96, 64), 16, "s,m,l", PlannerConfig(freq_samples=1, lowfreq_factor=3)),
+    # each plan at its own length (the defaults pad every plan to its bucket's capacity)
+    "exact": ((96, 64), 16, "s,m,l", PlannerConfig(sizing="exact")),
+    # mask cleanup (opening, pixel growth, a coverage threshold) and a capped high-frequency region
+    "cleanup": ((96, 64), 16, "s=0.3,m=0.6", PlannerConfig(sizing="exact", dilation=0, open_radius=0.125, grow_radius=0.25,
+                                                           min_coverage=0.1, max_high_freq=0.05, freq_threshold=0.02)),
+    "grow-only": ((80, 48), 8, "s,m,l", PlannerConfig(sizing="exact", dilation=0, grow_radius=0.5, lowfreq_factor=2)),
 }
 
 

@@ -75,18 +75,28 @@ def _golden(folder: Path) -> dict:
     assert {p["bucket"] for p in plans} == {b.name for b in table}, "the masks should reach every bucket"
 
     s_keep = plans[0]["keep"]
+    s_kept = manifest["buckets"][0]["kept"]
+    exact = manifest["planner"]["sizing"] == "exact"
+    s_min, m_min = (1, s_kept + 1) if exact else (s_kept, manifest["buckets"][1]["kept"])
+    assert manifest["buckets"][0]["kept_min"] == s_min and manifest["buckets"][1]["kept_min"] == m_min
     errors = [
         {"call": "check_plan", "bucket_index": len(table), "keep": s_keep, "message": "outside the table"},
         {"call": "check_plan", "bucket_index": -1, "keep": s_keep, "message": "outside the table"},
-        {"call": "check_plan", "bucket_index": 0, "keep": s_keep[:-1], "message": "entries but bucket s keeps exactly"},
-        {"call": "check_plan", "bucket_index": 1, "keep": s_keep, "message": "entries but bucket m keeps exactly"},
+        # a bucket takes any length in its range (exact sizing; padded: its one length), and none outside it
+        {"call": "check_plan", "bucket_index": 0, "keep": list(range(s_kept + 1)),
+         "message": f"entries but bucket s keeps {f'1 to {s_kept}' if exact else f'exactly {s_kept}'}"},
+        {"call": "check_plan", "bucket_index": 1, "keep": s_keep,
+         "message": f"entries but bucket m keeps {f'{m_min} to' if exact else f'exactly {m_min}'}"},
+        {"call": "check_plan", "bucket_index": len(table) - 1, "keep": s_keep, "message": f"bucket full keeps exactly {n_tokens}"},
         {"call": "check_plan", "bucket_index": 0, "keep": [s_keep[0], *s_keep[:-1]], "message": "repeats a token"},
         {"call": "check_plan", "bucket_index": 0, "keep": [*s_keep[:-1], n_tokens], "message": "outside the token grid"},
         {"call": "check_plan", "bucket_index": 0, "keep": [-1, *s_keep[1:]], "message": "outside the token grid"},
         {"call": "choose_bucket", "mask_tokens": -1, "message": "count dilated mask tokens"},
         {"call": "choose_bucket", "mask_tokens": n_tokens + 1, "message": "count dilated mask tokens"},
         {"call": "bucket", "name": "xl", "message": "no bucket named 'xl'"},
-        {"call": "bucket_for_kept", "kept": 1, "message": "no bucket keeps 1 tokens"},
+        {"call": "bucket_for_kept", "kept": 0, "message": "no bucket keeps 0 tokens"},
+        {"call": "bucket_for_kept", "kept": n_tokens - 1, "message": f"no bucket keeps {n_tokens - 1} tokens"},
+        *([] if exact else [{"call": "bucket_for_kept", "kept": s_kept - 1, "message": f"no bucket keeps {s_kept - 1} tokens"}]),
         {"call": "engine_path", "name": "s", "message": "writes no engine file"},  # an ORT build
     ]
     return {
@@ -94,7 +104,7 @@ def _golden(folder: Path) -> dict:
         "n_tokens": n_tokens,
         "batch": manifest["batch"],
         "table": [
-            {**{k: b[k] for k in ("name", "fraction", "capacity", "n_lowfreq", "kept", "graph", "inputs")},
+            {**{k: b[k] for k in ("name", "fraction", "capacity", "n_lowfreq", "kept", "kept_min", "graph", "inputs")},
              "profile": manifest["graphs"][b["graph"]]["engine"]["profiles"].index(b["name"])}
             for b in manifest["buckets"]
         ],
@@ -107,7 +117,9 @@ def _golden(folder: Path) -> dict:
     }
 
 
-def test_cpp_matches_python_runtime(cpp_build, built, tmp_path):
+@pytest.mark.parametrize("folder", ["built", "built_exact"])
+def test_cpp_matches_python_runtime(cpp_build, folder, request, tmp_path):
+    built = request.getfixturevalue(folder)
     exe, _ = cpp_build
     golden = _golden(built)
     path = tmp_path / "golden.json"
@@ -144,9 +156,11 @@ def _broken(built: Path, tmp_path: Path, change) -> Path:
     [
         (lambda d: '{"schema_version": 1, "grid": [12, 20],', "is not valid JSON (invalid JSON at line 1"),
         (lambda d: '{"schema_version": 1,\n "grid": [12, 20],}', "invalid JSON at line 2, column 19: expected a quoted key"),
-        (lambda d: d.update(schema_version=2), "has manifest schema 2, this reader reads schema 1"),
+        (lambda d: d.update(schema_version=1), "has manifest schema 1, this reader reads schema 2"),
         (lambda d: d["buckets"][1].pop("capacity"), "manifest.buckets[1].capacity is missing"),
         (lambda d: d["buckets"][0].update(kept=-3), "manifest.buckets[0].kept must be positive"),
+        (lambda d: d["buckets"][1].pop("kept_min"), "manifest.buckets[1].kept_min is missing"),
+        (lambda d: d["buckets"][0].update(kept_min=d["buckets"][0]["kept"] + 1), "manifest.buckets[0].kept_min exceeds kept"),
         (lambda d: d["buckets"].pop(), "must end with the full bucket"),
         (lambda d: d.update(grid=[12]), "manifest.grid must be [height, width]"),
         (lambda d: d["buckets"][0]["inputs"][0].update(shape=[1, "k_kept"]), "must be a static size"),

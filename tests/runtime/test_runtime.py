@@ -51,6 +51,33 @@ def test_runtime_matches_torch_on_every_bucket(runtime, reference, fraction, buc
         assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
 
 
+def test_exact_plans_of_one_bucket_run_at_their_own_lengths(built_exact, reference):
+    """Two masks in bucket m with different lengths: one engine serves both, each at its own k_kept."""
+    runtime = HiLoRuntime.load(built_exact)
+    inputs = built_step_inputs()
+    lengths = set()
+    for rows in (4, 5):
+        mask = np.zeros((HEIGHT, WIDTH), bool)
+        mask[: rows * 16, : WIDTH // 2] = True
+        plan = runtime.plan(image(), mask)
+        bucket = runtime.buckets[plan.bucket]
+        assert plan.bucket == "m" and bucket["kept_min"] <= len(plan.keep_indices) < bucket["kept"]
+        lengths.add(plan.length)
+        out = runtime(**inputs, plan=plan)
+        with torch.no_grad():
+            expected = reference(**inputs, plan=plan).sample
+        assert (out - expected).abs().max() / expected.abs().max() <= 1e-4
+    assert len(lengths) == 2
+
+
+def test_a_fixed_k_session_cannot_serve_exact_plans(built_exact):
+    from hilo_export.export.backends.ort import OrtBackend
+
+    fixed = HiLoRuntime.load(built_exact, backend=OrtBackend(fix_k=True))
+    with pytest.raises(RuntimeInputError, match="build with --sizing padded"):
+        fixed(**built_step_inputs(), plan=fixed.plan(image(), mask_for(0.3)))
+
+
 def test_runtime_is_safe_from_several_threads(runtime, built):
     plans = [runtime.plan(image(), mask_for(f)) for f in (0.0, 0.3, 0.6, 1.0)]
     serial = [runtime(**built_step_inputs(i), plan=p) for i, p in enumerate(plans)]

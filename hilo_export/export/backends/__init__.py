@@ -20,10 +20,28 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class Profile:
-    """One bucket's shape: the ``k_kept`` axis is exactly ``kept``."""
+    """One bucket's shapes: the ``k_kept`` axis runs from ``low`` to ``kept`` (both default to
+    exactly ``kept``: padded sizing), engines tuned for ``opt`` (planning.buckets.kept_range)."""
 
     bucket: str
     kept: int
+    low: int | None = None
+    opt: int | None = None
+
+    @property
+    def shape_range(self) -> tuple[int, int, int]:
+        """(min, opt, max) of ``k_kept``."""
+        low = self.kept if self.low is None else self.low
+        opt = self.kept if self.opt is None else self.opt
+        if not 1 <= low <= opt <= self.kept:
+            raise BackendError(f"bucket {self.bucket}: k_kept range {low}..{self.kept} with opt {opt} is not ordered; rebuild the folder")
+        return low, opt, self.kept
+
+    @classmethod
+    def of(cls, bucket: dict) -> "Profile":
+        """The profile of a manifest bucket entry."""
+        p = bucket["profile"]
+        return cls(bucket["name"], p["max"], p["min"], p["opt"])
 
 
 class Runner(Protocol):

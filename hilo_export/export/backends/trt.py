@@ -1,7 +1,8 @@
 """TensorRT: one engine per exported graph, one optimization profile per bucket.
 
 All buckets of the HiLo graph share one engine (one copy of the weights on the GPU); profile
-i fixes ``k_kept`` to bucket i's size. ``import tensorrt`` happens only inside this module's
+i spans bucket i's ``k_kept`` range (min..max, opt at its typical size; padded sizing: exactly
+its size), and the runner sets each call's own shape inside it. ``import tensorrt`` happens only inside this module's
 functions that need it; without TensorRT the backend refuses at once and says what to install.
 The pure parts (profile shapes, build settings) need no TensorRT and are tested; the cache key
 is the build's (hilo_export.export.builder), shared by every backend.
@@ -62,14 +63,13 @@ def plugin_digest() -> str:
     return digest.hexdigest()
 
 
-def profile_shapes(input_shapes: dict[str, list[int | str]], kept: int) -> dict[str, tuple[tuple[int, ...], ...]]:
-    """(min, opt, max) shape of every input for a profile whose ``k_kept`` is ``kept``."""
+def profile_shapes(input_shapes: dict[str, list[int | str]], profile: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """(min, opt, max) shape of every input for ``profile``: ``k_kept`` over the bucket's range."""
     shapes = {}
     for name, dims in input_shapes.items():
         if any(isinstance(d, str) and d != K_AXIS for d in dims):
             raise BackendError(f"input {name} has a dynamic axis other than {K_AXIS}: {dims}; engines need static shapes")
-        shape = tuple(kept if d == K_AXIS else int(d) for d in dims)
-        shapes[name] = (shape, shape, shape)
+        shapes[name] = tuple(tuple(k if d == K_AXIS else int(d) for d in dims) for k in profile.shape_range)
     return shapes
 
 
@@ -82,7 +82,7 @@ def build_settings(input_shapes: dict[str, list[int | str]], profiles: list[Prof
         "strongly_typed": True,
         "precision": precision,
         "profiles": [
-            {"bucket": p.bucket, "shapes": {k: [list(s) for s in v] for k, v in profile_shapes(input_shapes, p.kept).items()}}
+            {"bucket": p.bucket, "shapes": {k: [list(s) for s in v] for k, v in profile_shapes(input_shapes, p).items()}}
             for p in profiles
         ],
     }

@@ -77,7 +77,7 @@ void run_bucket(const hilo::Manifest& m, hilo::TrtEngine& engine, const hilo::Bu
     owned.push_back(std::make_unique<DeviceBuffer>(bytes_of(spec)));
     addresses[spec.name] = owned.back()->ptr;
   }
-  engine.enqueue(b, addresses, stream);
+  engine.enqueue(b, b.kept, addresses, stream);
   cuda_check(cudaStreamSynchronize(stream), "running the engine");
   for (const hilo::TensorSpec& spec : b.outputs) {
     std::vector<char> host(bytes_of(spec));

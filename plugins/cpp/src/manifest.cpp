@@ -226,6 +226,7 @@ Manifest Manifest::parse(const std::string& text, const std::string& folder) {
     bucket.capacity = b.at("capacity").positive();
     bucket.n_lowfreq = b.at("n_lowfreq").integer();
     bucket.kept = b.at("kept").positive();
+    bucket.kept_min = b.at("kept_min").positive();
     bucket.graph = b.at("graph").string();
     bucket.inputs = read_tensors(b.at("inputs"));
     bucket.outputs = read_tensors(b.at("outputs"));
@@ -234,6 +235,7 @@ Manifest Manifest::parse(const std::string& text, const std::string& folder) {
              " != capacity " + std::to_string(bucket.capacity));
     }
     if (bucket.kept > n_tokens) b.at("kept").fail("exceeds the grid's " + std::to_string(n_tokens) + " tokens");
+    if (bucket.kept_min > bucket.kept) b.at("kept_min").fail("exceeds kept " + std::to_string(bucket.kept));
     for (const Bucket& seen : m.buckets_) {
       if (seen.name == bucket.name) b.at("name").fail("repeats bucket " + bucket.name);
     }
@@ -297,19 +299,24 @@ const Bucket& Manifest::choose_bucket_for_tokens(int64_t required) const {
 
 const Bucket& Manifest::bucket_for_kept(int64_t kept) const {
   for (const Bucket& b : buckets_) {
-    if (b.kept == kept) return b;
+    if (b.holds(kept)) return b;
   }
   std::string sizes;
-  for (const Bucket& b : buckets_) sizes += (sizes.empty() ? "" : ", ") + b.name + "=" + std::to_string(b.kept);
+  for (const Bucket& b : buckets_) {
+    sizes += (sizes.empty() ? "" : ", ") + b.name + "=" +
+             (b.kept_min == b.kept ? "" : std::to_string(b.kept_min) + "..") + std::to_string(b.kept);
+  }
   throw Error("no bucket keeps " + std::to_string(kept) + " tokens (buckets: " + sizes +
               "); plan with this folder's planner so K matches a bucket");
 }
 
 const Bucket& Manifest::check_plan(int64_t bucket_index, const int64_t* keep, size_t count) const {
   const Bucket& b = bucket_at(bucket_index);
-  if (static_cast<int64_t>(count) != b.kept) {
-    throw Error("keep_indices has " + std::to_string(count) + " entries but bucket " + b.name + " keeps exactly " +
-                std::to_string(b.kept) + "; the bucket index and keep_indices must come from the same plan");
+  if (!b.holds(static_cast<int64_t>(count))) {
+    const std::string range = b.kept_min == b.kept ? "exactly " + std::to_string(b.kept)
+                                                   : std::to_string(b.kept_min) + " to " + std::to_string(b.kept);
+    throw Error("keep_indices has " + std::to_string(count) + " entries but bucket " + b.name + " keeps " + range +
+                "; the bucket index and keep_indices must come from the same plan");
   }
   if (count > 0 && keep == nullptr) throw Error("keep_indices is a null pointer");
   const int64_t n = n_tokens();

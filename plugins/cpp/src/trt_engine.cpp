@@ -90,10 +90,15 @@ TrtEngine::TrtEngine(const Manifest& manifest, const std::string& graph, nvinfer
 
 TrtEngine::~TrtEngine() = default;
 
-void TrtEngine::enqueue(const Bucket& bucket, const std::map<std::string, void*>& buffers, cudaStream_t stream) {
+void TrtEngine::enqueue(const Bucket& bucket, int64_t kept, const std::map<std::string, void*>& buffers,
+                        cudaStream_t stream) {
   if (bucket.graph != graph_) {
     throw Error("bucket " + bucket.name + " runs on the " + bucket.graph + " engine, not on " + graph_ +
                 "; keep one TrtEngine per graph and pick it with bucket.graph");
+  }
+  if (!bucket.holds(kept)) {
+    throw Error("bucket " + bucket.name + " runs " + std::to_string(bucket.kept_min) + " to " + std::to_string(bucket.kept) +
+                " kept tokens, not " + std::to_string(kept) + "; pick the bucket with Manifest::check_plan");
   }
   auto address = [&](const std::string& name) {
     auto it = buffers.find(name);
@@ -115,6 +120,7 @@ void TrtEngine::enqueue(const Bucket& bucket, const std::map<std::string, void*>
     if (spec.shape.size() > static_cast<size_t>(nvinfer1::Dims::MAX_DIMS)) throw Error(spec.name + " has too many dimensions");
     dims.nbDims = static_cast<int32_t>(spec.shape.size());
     for (size_t i = 0; i < spec.shape.size(); ++i) dims.d[i] = spec.shape[i];
+    if (spec.name == kKeepIndices) dims.d[dims.nbDims - 1] = kept;  // the profile spans the bucket's range
     if (!context_->setInputShape(spec.name.c_str(), dims)) {
       throw Error("TensorRT rejected shape " + dims_text(dims) + " for " + spec.name + " in bucket " + bucket.name +
                   " (profile " + std::to_string(bucket.profile) + "); the engine and manifest disagree, rebuild the folder");

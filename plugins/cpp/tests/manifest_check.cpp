@@ -62,6 +62,7 @@ void check_table(const hilo::Manifest& m, const Value& golden) {
     expect(got.capacity == member(want, "capacity").as_int(), at + "capacity " + std::to_string(got.capacity));
     expect(got.n_lowfreq == member(want, "n_lowfreq").as_int(), at + "n_lowfreq");
     expect(got.kept == member(want, "kept").as_int(), at + "kept " + std::to_string(got.kept));
+    expect(got.kept_min == member(want, "kept_min").as_int(), at + "kept_min " + std::to_string(got.kept_min));
     expect(got.graph == member(want, "graph").as_string(), at + "graph");
     expect(got.profile == member(want, "profile").as_int(), at + "profile " + std::to_string(got.profile));
     const Value& inputs = member(want, "inputs");
@@ -91,8 +92,9 @@ void check_choices(const hilo::Manifest& m, const Value& golden) {
     const std::string got = m.choose_bucket_for_tokens(n).name;
     expect(got == want, "choose_bucket_for_tokens(" + std::to_string(n) + ") = " + got + ", Python: " + want);
   }
-  for (const hilo::Bucket& b : m.buckets()) {
+  for (const hilo::Bucket& b : m.buckets()) {  // both ends of every bucket's range
     expect(m.bucket_for_kept(b.kept).name == b.name, "bucket_for_kept(" + std::to_string(b.kept) + ")");
+    expect(m.bucket_for_kept(b.kept_min).name == b.name, "bucket_for_kept(" + std::to_string(b.kept_min) + ")");
   }
 }
 

@@ -17,8 +17,9 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-constexpr int kSchemaVersion = 1;  // hilo_export/manifest.py SCHEMA_VERSION
+constexpr int kSchemaVersion = 2;  // hilo_export/manifest.py SCHEMA_VERSION
 constexpr const char* kFullBucket = "full";
+constexpr const char* kKeepIndices = "keep_indices";  // the one engine input on the k_kept axis: [batch, k_kept]
 
 struct TensorSpec {
   std::string name;
@@ -37,13 +38,15 @@ struct Bucket {
   double fraction = 0.0;
   int64_t capacity = 0;   // sequence length: kept + low-frequency tokens
   int64_t n_lowfreq = 0;  // low-frequency tokens (0 for full)
-  int64_t kept = 0;       // full-resolution tokens: the length of keep_indices
+  int64_t kept = 0;       // full-resolution tokens of the bucket's longest plan (its capacity's)
+  int64_t kept_min = 0;   // its shortest plan: the previous bucket's kept + 1 in exact sizing, kept in padded
   std::string graph;      // "hilo" or "full": which engine serves it
   int profile = 0;        // its optimization profile in that engine
-  std::vector<TensorSpec> inputs;
+  std::vector<TensorSpec> inputs;  // shapes at `kept`; keep_indices runs at the plan's own length
   std::vector<TensorSpec> outputs;
 
   bool is_full() const { return name == kFullBucket; }
+  bool holds(int64_t n) const { return kept_min <= n && n <= kept; }
   const TensorSpec& input(const std::string& name) const;  // throws Error when absent
 };
 
@@ -87,12 +90,13 @@ class Manifest {
   // The bucket that runs `required` tokens (mask + low-frequency, as plan.mandatory_tokens
   // counts them): the first whose capacity is at least that, else `full`.
   const Bucket& choose_bucket_for_tokens(int64_t required) const;
-  // The bucket a keep list of length `kept` belongs to (K fixes the bucket).
+  // The bucket a keep list of length `kept` belongs to: the one whose [kept_min, kept] holds it
+  // (bucket ranges do not overlap, so K fixes the bucket).
   const Bucket& bucket_for_kept(int64_t kept) const;
 
   // Checks the planner's outputs against the table: the bucket index exists, keep_indices
-  // has exactly that bucket's `kept` entries, each a distinct token of the grid. Returns
-  // the bucket; throws Error otherwise.
+  // has between that bucket's `kept_min` and `kept` entries (exactly `kept` when padded), each a
+  // distinct token of the grid. Returns the bucket; throws Error otherwise.
   const Bucket& check_plan(int64_t bucket_index, const int64_t* keep, size_t count) const;
   const Bucket& check_plan(int64_t bucket_index, const std::vector<int64_t>& keep) const {
     return check_plan(bucket_index, keep.data(), keep.size());

@@ -43,10 +43,11 @@ class TrtEngine {
   const std::vector<std::string>& input_names() const { return inputs_; }
   const std::vector<std::string>& output_names() const { return outputs_; }
 
-  // Runs `bucket` on `stream`. `buffers` maps every input and output name to device memory
-  // holding (or receiving) the bucket's static shape in the manifest's dtype. Returns after
+  // Runs `bucket` on `stream` with a keep list of `kept` tokens (in [bucket.kept_min, bucket.kept]:
+  // the plan's own length). `buffers` maps every input and output name to device memory holding
+  // (or receiving) the manifest's shapes in its dtype, keep_indices at [batch, kept]. Returns after
   // enqueueing: synchronize the stream before reading outputs. Throws Error on misuse.
-  void enqueue(const Bucket& bucket, const std::map<std::string, void*>& buffers, cudaStream_t stream);
+  void enqueue(const Bucket& bucket, int64_t kept, const std::map<std::string, void*>& buffers, cudaStream_t stream);
 
  private:
   std::string graph_;
