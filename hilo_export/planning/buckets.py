@@ -50,7 +50,6 @@ class Bucket:
         return n_tokens if self.is_full else self.capacity(n_tokens, n_lowfreq) - n_lowfreq
 
 
-
 FULL_BUCKET = Bucket(FULL, 1.0)
 
 
