@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .. import __version__
+from ..files import atomic_path
 from ..model.adapters import adapter_for
 from ..model.loading import DEFAULT_MODEL, LoadedModel, text_len_for, token_size_for
 from ..model.weights import ExportModel, load_for_export
@@ -244,6 +245,7 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         files, check = old["files"], old["check"]
     else:
         dtype = PRECISIONS[spec.precision]
+        _unshare(out_dir / weights["files"][0]["path"], progress)
         layout = plan_weights(source.weights, dtype, out_dir / weights["files"][0]["path"], linear_weights(source.meta))
         # torch.nn.Module.to: diffusers' own .to() warns about fp32 modules, which a meta model does not have
         meta = torch.nn.Module.to(source.meta, dtype)
@@ -278,6 +280,20 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         "inputs": [value_info(v) for v in proto.graph.input],
         "outputs": [value_info(v) for v in proto.graph.output],
     }
+
+
+def _unshare(path: Path, progress) -> None:
+    """Give the weights file an inode of its own when other hard links share it.
+
+    A Triton repository made from this folder hard-links its files, and onnx and onnx_ir refuse
+    to read external data with several links (their guard against hard-link attacks), so the
+    graph could never be exported again. The repository keeps the old inode: the same bytes.
+    """
+    if path.stat().st_nlink <= 1:
+        return
+    progress(f"{path.name} is also linked elsewhere (a Triton repository?): copying it so the exporter may read it")
+    with atomic_path(path) as copy:
+        shutil.copyfile(path, copy)
 
 
 def _check(source: ExportModel, adapter, spec: GraphSpec, onnx_path: Path, profiles: list[Profile],

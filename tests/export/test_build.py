@@ -160,6 +160,19 @@ def test_a_lost_graph_is_exported_again_and_the_weights_are_reused(built_copy):
     assert not [p for p in built_copy.iterdir() if p.name.startswith(".") and p.name != build_module.LOCK]  # no leftovers
 
 
+def test_a_folder_served_by_triton_still_rebuilds(built_copy, tmp_path):
+    """The Triton repository hard-links the weights file; onnx.checker refuses external data with
+    several links ("hardlink attack"), which made every later re-export of the folder fail."""
+    from hilo_export.serving.repository import write_repository
+
+    write_repository(built_copy, tmp_path / "repo")
+    m = read_manifest(built_copy)
+    assert (built_copy / m["weights"]["files"][0]["path"]).stat().st_nlink > 1
+    (built_copy / m["graphs"]["hilo"]["files"][0]["path"]).unlink()
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)
+    assert read_manifest(built_copy)["graphs"]["hilo"]["files"] == m["graphs"]["hilo"]["files"]
+
+
 @pytest.mark.parametrize(
     "request_kwargs, message",
     [
