@@ -66,6 +66,7 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(sharded, tmp_path)
 
 def test_a_build_from_shards_streams_the_weights_into_the_shared_file(sharded, tmp_path):
     from hilo_export.export import BuildRequest, build, read_manifest
+    from hilo_export.export.external import linear_weights
 
     folder, model = sharded
     out = build(BuildRequest(str(folder), buckets="s", resolution=(64, 48), text_len=8, out_dir=tmp_path / "e"),
@@ -74,7 +75,8 @@ def test_a_build_from_shards_streams_the_weights_into_the_shared_file(sharded, t
     assert m["model"]["source"] == "folder"
     for graph in m["graphs"].values():
         assert max(graph["check"]["relative_error"].values()) <= graph["check"]["tolerance"]
-    # the bytes at each external reference are the weight itself (float32 build: unchanged)
+    # the bytes at each external reference are the weight itself (float32 build: unchanged;
+    # linear weights transposed, as MatMul reads them)
     proto = onnx.load(str(out / m["graphs"]["full"]["files"][0]["path"]), load_external_data=False)
     data = (out / m["weights"]["files"][0]["path"]).read_bytes()
     state = model.state_dict()
@@ -83,4 +85,6 @@ def test_a_build_from_shards_streams_the_weights_into_the_shared_file(sharded, t
             where = {e.key: e.value for e in tensor.external_data}
             offset, length = int(where["offset"]), int(where["length"])
             stored = np.frombuffer(data[offset:offset + length], np.float32).reshape(tensor.dims)
-            assert np.array_equal(stored, state[tensor.name.removeprefix("model.")].numpy())
+            key = tensor.name.removeprefix("model.")
+            expected = state[key].t() if key in linear_weights(model) else state[key]
+            assert np.array_equal(stored, expected.numpy())
