@@ -31,8 +31,15 @@ MODELS = ["dit_full", "dit_hilo", "hilo_edit_step", "planner"]
 
 
 @pytest.fixture(scope="module")
-def repo(built, tmp_path_factory):
-    return write_repository(built, tmp_path_factory.mktemp("triton") / "repo", progress=lambda _: None)
+def served(built, tmp_path_factory):
+    """A copy of the built folder for this module: a repository hard-links its source's files,
+    and onnx refuses external data with several links, which later tests of ``built`` read."""
+    return Path(shutil.copytree(built, tmp_path_factory.mktemp("served") / "engines"))
+
+
+@pytest.fixture(scope="module")
+def repo(served, tmp_path_factory):
+    return write_repository(served, tmp_path_factory.mktemp("triton") / "repo", progress=lambda _: None)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +60,8 @@ def run_model(repo):
 
 
 @pytest.fixture(scope="module")
-def runtime(built):
-    return HiLoRuntime.load(built)
+def runtime(served):
+    return HiLoRuntime.load(served)
 
 
 def image():
@@ -74,7 +81,7 @@ def step_inputs(seed=0):
 # ------------------------------------------------------------------ repository and configs
 
 
-def test_repository_layout_and_configs(repo, built):
+def test_repository_layout_and_configs(repo, served):
     assert sorted(p.name for p in repo.iterdir()) == MODELS
     configs = {name: parse_config(repo / name / "config.pbtxt") for name in MODELS}
     from tritonclient.grpc.model_config_pb2 import ModelInstanceGroup
@@ -92,7 +99,7 @@ def test_repository_layout_and_configs(repo, built):
     from hilo_export.serving import router
 
     assert (repo / "hilo_edit_step" / "1" / "router.py").read_text() == Path(router.__file__).read_text()
-    assert validate_repository(repo, read_manifest(built), "ort") == MODELS
+    assert validate_repository(repo, read_manifest(served), "ort") == MODELS
 
 
 @pytest.mark.parametrize(
@@ -105,12 +112,12 @@ def test_repository_layout_and_configs(repo, built):
         ("planner", lambda t: t.replace("KIND_CPU", "KIND_CPUS"), "does not parse"),
     ],
 )
-def test_validation_catches_a_broken_config(repo, built, tmp_path, model, edit, message):
+def test_validation_catches_a_broken_config(repo, served, tmp_path, model, edit, message):
     broken = shutil.copytree(repo, tmp_path / "repo")
     config = broken / model / "config.pbtxt"
     config.write_text(edit(config.read_text()))
     with pytest.raises(TritonRepoError, match=message):
-        validate_repository(broken, read_manifest(built), "ort")
+        validate_repository(broken, read_manifest(served), "ort")
 
 
 def test_tensorrt_models_list_every_bucket_profile(built_copy, tmp_path):
@@ -134,25 +141,25 @@ def test_tensorrt_models_list_every_bucket_profile(built_copy, tmp_path):
         validate_repository(repo, manifest, "trt")
 
 
-def test_repository_refusals(built, repo, tmp_path):
+def test_repository_refusals(served, repo, tmp_path):
     with pytest.raises(TritonRepoError, match="no TensorRT ones"):
-        write_repository(built, tmp_path / "trt", backend="trt", progress=lambda _: None)
+        write_repository(served, tmp_path / "trt", backend="trt", progress=lambda _: None)
     with pytest.raises(TritonRepoError, match="--force"):
-        write_repository(built, repo, progress=lambda _: None)
+        write_repository(served, repo, progress=lambda _: None)
     with pytest.raises(TritonRepoError, match="--max-batch"):
-        write_repository(built, tmp_path / "neg", max_batch=-1, progress=lambda _: None)
+        write_repository(served, tmp_path / "neg", max_batch=-1, progress=lambda _: None)
     assert not (tmp_path / "trt").exists() and not (tmp_path / "neg").exists()
 
 
-def test_triton_command(built, tmp_path):
+def test_triton_command(served, tmp_path):
     out = tmp_path / "repo"
-    result = CliRunner().invoke(main, ["triton", str(built), "--out", str(out), "--max-batch", "4"])
+    result = CliRunner().invoke(main, ["triton", str(served), "--out", str(out), "--max-batch", "4"])
     assert result.exit_code == 0, result.output
     step = parse_config(out / "hilo_edit_step" / "config.pbtxt")
     assert step.max_batch_size == 4 and step.HasField("dynamic_batching")
-    again = CliRunner().invoke(main, ["triton", str(built), "--out", str(out)])
+    again = CliRunner().invoke(main, ["triton", str(served), "--out", str(out)])
     assert again.exit_code == 1 and "--force" in again.output
-    forced = CliRunner().invoke(main, ["triton", str(built), "--out", str(out), "--force"])
+    forced = CliRunner().invoke(main, ["triton", str(served), "--out", str(out), "--force"])
     assert forced.exit_code == 0 and parse_config(out / "hilo_edit_step" / "config.pbtxt").max_batch_size == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
 
@@ -345,7 +352,7 @@ def stand_in_http(repo, run_model):
     return http
 
 
-def test_client_script_against_a_stand_in_server(repo, run_model, built, tmp_path, monkeypatch, capsys):
+def test_client_script_against_a_stand_in_server(repo, run_model, served, tmp_path, monkeypatch, capsys):
     import tritonclient
     from PIL import Image
 
@@ -359,7 +366,7 @@ def test_client_script_against_a_stand_in_server(repo, run_model, built, tmp_pat
     Image.fromarray(mask_for(0.3)).save(tmp_path / "mask.png")
     out = tmp_path / "output.npy"
     client.main(["--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / "mask.png"), "--random",
-                 "--out", str(out), "--check", str(built)])
+                 "--out", str(out), "--check", str(served)])
     printed = capsys.readouterr().out
     assert "bucket index 1" in printed and "HiLoRuntime: bucket m (server: m)" in printed
     assert float(printed.rsplit("max relative difference ", 1)[1].split()[0]) <= 1e-6
