@@ -91,7 +91,12 @@ def test_sweep_rule_takes_the_fastest_variant_that_keeps_the_targets():
     fast_bad, slow_good, mid_good = variant("fast", 4.0, 28.0, 0.1), variant("slow", 2.0, 33.0, 0.1), variant("mid", 3.0, 31.0, 0.15)
     assert not keeps_targets(fast_bad) and keeps_targets(mid_good) and mean_speedup(mid_good) == pytest.approx(3.0)
     assert chosen_variant({"variants": [fast_bad, slow_good, mid_good]}) == "mid"
-    # nothing keeps the truth margin: the fastest above the 30 dB floor; nothing above it: None
+    # nothing keeps the truth margin: the fastest above the 30 dB floor
     wide = [variant("a", 3.0, 31.0, 0.3), variant("b", 2.0, 32.0, 0.25), fast_bad]
     assert chosen_variant({"variants": wide}) == "a"
-    assert chosen_variant({"variants": [fast_bad]}) is None
+    # nothing above the floor: the most faithful (highest worst category), however slow
+    below = [fast_bad, variant("slower", 2.0, 29.0, 0.5)]
+    below[0]["categories"] = {**below[0]["categories"], "large": {**below[0]["categories"]["large"],
+                                                                    "psnr_mask_hilo_vs_dense": 35.0}}
+    assert chosen_variant({"variants": below}) == "slower"  # fast's small and medium are 28.0
+    assert chosen_variant({"variants": []}) is None
