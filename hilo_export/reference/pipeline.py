@@ -2,7 +2,7 @@
 
 A thin diffusers pipeline around ``FlowMatchEulerDiscreteScheduler``: known pixels follow
 their exact noisy trajectory and are pasted back at the end, so only the hole is generated.
-The model's decoder (v2) then repaints the hole's pixels across token edges, as a VAE
+The model's decoder (since v2) then repaints the hole's pixels across token edges, as a VAE
 decoder would.
 Its transformer may be the stock model or a HiLo one (``hilo_export.apply``); a HiLo
 transformer is asked to plan the edit once, before the loop.
