@@ -38,15 +38,7 @@ def load_model(checkpoint: str | None) -> tuple[torch.nn.Module, ref.Decoder | N
     """(transformer, decoder): the shipped ones, or a training checkpoint's EMA weights."""
     if checkpoint is None:
         return load_reference(), ref.load_decoder(reference_weights_dir())
-    state = ref.load_checkpoint(checkpoint)
-    model = ref.new_model()
-    model.load_state_dict(state["ema"])
-    decoder = None
-    if "ema_decoder" in state:
-        decoder = ref.Decoder()
-        decoder.load_state_dict(state["ema_decoder"])
-        decoder.eval()
-    return model.eval(), decoder
+    return ref.ema_models(ref.load_checkpoint(checkpoint))
 
 
 def baselines(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

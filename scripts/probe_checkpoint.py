@@ -32,11 +32,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     state = ref.load_checkpoint(args.checkpoint)
-    model = ref.new_model()
-    model.load_state_dict(state["ema"])
-    decoder = ref.Decoder()
-    decoder.load_state_dict(state["ema_decoder"])
-    pipe = ReferenceInpaintPipeline.from_reference(model.eval(), decoder.eval())
+    model, decoder = ref.ema_models(state)
+    pipe = ReferenceInpaintPipeline.from_reference(model, decoder)
     pooled: dict[str, Pooled] = {"all": Pooled()}
     for item in probe_set(args.size, args.per_family):
         edit = pipe(item.image, item.mask, steps=args.steps, seed=0, progress=False).image

@@ -207,3 +207,16 @@ def load_checkpoint(path) -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path} is not a checkpoint that loads safely (weights only): {first}") from None
+
+
+def ema_models(state: dict) -> tuple[torch.nn.Module, "Decoder | None"]:
+    """(transformer, decoder) in eval mode from a loaded training checkpoint's EMA weights (``load_checkpoint``);
+    no decoder for v1's."""
+    model = new_model()
+    model.load_state_dict(state["ema"])
+    decoder = None
+    if "ema_decoder" in state:
+        decoder = Decoder()
+        decoder.load_state_dict(state["ema_decoder"])
+        decoder.eval()
+    return model.eval(), decoder

@@ -46,3 +46,12 @@ def test_a_training_checkpoint_round_trips(tmp_path):
     loaded, decoder = script("evaluate_reference").load_model(str(tmp_path / "ok.pt"))
     assert decoder is None  # a checkpoint without ema_decoder: the transformer alone
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_ema_models_take_the_checkpoints_ema_decoder():
+    model, decoder = ref.new_model(), ref.Decoder()
+    with torch.no_grad():
+        decoder.net[-1].weight.fill_(0.5)
+    loaded, loaded_decoder = ref.ema_models({"ema": model.state_dict(), "ema_decoder": decoder.state_dict()})
+    assert not loaded.training and not loaded_decoder.training
+    assert torch.equal(loaded_decoder.net[-1].weight, decoder.net[-1].weight)
