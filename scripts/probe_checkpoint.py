@@ -1,10 +1,13 @@
-"""The context probe's first condition on a training checkpoint, before exporting it.
+"""The context probe's two conditions on a training checkpoint, before exporting it.
 
     python scripts/probe_checkpoint.py /work/runs/reference-v3/checkpoint.pt --size 256 --per-family 2
 
-Loads the checkpoint's EMA transformer and decoder, edits every probe image densely (8 steps,
-seed 0) and prints, pooled per family, in-mask PSNR of the edit and of the best classical fill
-against the truth. The bench reports the same for the shipped model (``report.json`` ``probe``).
+Loads the checkpoint's EMA transformer and decoder and runs the probe as the bench and
+``scripts/ablation.py`` do (8 steps, seed 0): per family, in-mask PSNR of the dense edit and of
+the best classical fill against the truth (condition 1), and of HiLo and "core only" against the
+dense edit (condition 2, the context cost). ``--dense-only`` skips condition 2 (a third of the
+time); ``--dilation`` changes the planner's mask dilation, which sets how much context "core
+only" still holds (a ring of that many tokens around the hole).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export.evaluation.metrics import Pooled  # noqa: E402
-from hilo_export.evaluation.probe import classical_fills, probe_set  # noqa: E402
+from hilo_export.evaluation.ablation import Ablation  # noqa: E402
+from hilo_export.evaluation.probe import run_probe  # noqa: E402
+from hilo_export.planning.plan import PlannerConfig  # noqa: E402
 from hilo_export.reference import model as ref  # noqa: E402
-from hilo_export.reference.pipeline import ReferenceInpaintPipeline  # noqa: E402
 
 
 def main() -> None:
@@ -29,23 +32,28 @@ def main() -> None:
     parser.add_argument("--per-family", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dense-only", action="store_true", help="condition 1 only")
+    parser.add_argument("--dilation", type=int, default=PlannerConfig().dilation, help="mask dilation, in tokens")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     state = ref.load_checkpoint(args.checkpoint)
-    model, decoder = ref.ema_models(state)
-    pipe = ReferenceInpaintPipeline.from_reference(model, decoder)
-    pooled: dict[str, Pooled] = {"all": Pooled()}
-    for item in probe_set(args.size, args.per_family):
-        edit = pipe(item.image, item.mask, steps=args.steps, seed=0, progress=False).image
-        for p in (pooled["all"], pooled.setdefault(item.family, Pooled())):
-            p.add("dense", edit, item.image, item.mask)
-            for name, filled in classical_fills(item.image, item.mask).items():
-                p.add(name, filled, item.image, item.mask)
-    print(f"step {state['step']}, {args.size} px, {args.steps} steps: in-mask PSNR to the truth (dB)")
-    for family, p in pooled.items():
-        best = max(p.psnr("push-pull"), p.psnr("biharmonic"))
-        print(f"  {family:8s} dense {p.psnr('dense'):.2f}  best fill {best:.2f}  model over fill {p.psnr('dense') - best:+.2f}")
+    ablation = Ablation(*ref.ema_models(state), config=PlannerConfig(dilation=args.dilation), steps=args.steps)
+    selections = () if args.dense_only else ("hilo", "core_only")
+    probe = run_probe(ablation, args.size, args.per_family, selections=selections, progress=lambda _: None)
+    print(f"step {state['step']}, {args.size} px, {args.steps} steps, dilation {args.dilation}: in-mask PSNR (dB)")
+    for family, summary in [("all", probe), *probe["families"].items()]:
+        margins = summary["conditions"]
+        line = (f"  {family:8s} dense {summary['psnr_mask_dense_vs_truth']:.2f}  best fill {summary['psnr_mask_best_fill_vs_truth']:.2f}"
+                f"  model over fill {margins['model_over_best_fill_db']:+.2f}")
+        if selections:
+            cost = margins["context_cost_db"]
+            line += (f"  | hilo vs dense {_db(summary['psnr_mask_hilo_vs_dense'])}  core only {_db(summary['psnr_mask_core_only_vs_dense'])}"
+                     f"  context cost {'-' if cost is None else f'{cost:+.2f}'}")
+        print(line)
 
+
+def _db(value: float | None) -> str:
+    return "identical" if value is None else f"{value:.2f}"
 
 if __name__ == "__main__":
     main()

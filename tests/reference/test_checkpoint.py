@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,16 @@ def test_ema_models_take_the_checkpoints_ema_decoder():
     loaded, loaded_decoder = ref.ema_models({"ema": model.state_dict(), "ema_decoder": decoder.state_dict()})
     assert not loaded.training and not loaded_decoder.training
     assert torch.equal(loaded_decoder.net[-1].weight, decoder.net[-1].weight)
+
+
+def test_probe_checkpoint_reports_both_conditions_per_family(tmp_path, monkeypatch, capsys):
+    model = ref.new_model()
+    torch.nn.init.normal_(model.proj_out.weight, std=0.02)  # a fresh model's output is zero: every selection identical
+    torch.save({"ema": model.state_dict(), "ema_decoder": ref.Decoder().state_dict(), "step": 7}, tmp_path / "c.pt")
+    monkeypatch.setattr("sys.argv", ["probe_checkpoint", str(tmp_path / "c.pt"), "--size", "128", "--per-family", "1",
+                                     "--steps", "1", "--dilation", "0"])
+    script("probe_checkpoint").main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("step 7, 128 px, 1 steps, dilation 0")
+    assert [line.split()[0] for line in lines[1:]] == ["all", "grating", "plaid", "lattice", "lines"]
+    assert all(re.search(r"model over fill [+-]\d.*context cost [+-]\d", line) for line in lines[1:]), lines
