@@ -55,5 +55,6 @@ def main() -> None:
 def _db(value: float | None) -> str:
     return "identical" if value is None else f"{value:.2f}"
 
+
 if __name__ == "__main__":
     main()
