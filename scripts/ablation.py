@@ -28,6 +28,7 @@ from hilo_export.evaluation.bench import eval_image  # noqa: E402
 from hilo_export.evaluation.masks import mask_suite  # noqa: E402
 from hilo_export.evaluation.metrics import psnr  # noqa: E402
 from hilo_export.evaluation.probe import probe_set, run_probe  # noqa: E402
+from hilo_export.evaluation.report import format_db  # noqa: E402
 from hilo_export.files import atomic_path  # noqa: E402
 from hilo_export.model import load_reference, reference_weights_dir  # noqa: E402
 from hilo_export.reference import model as ref  # noqa: E402
@@ -51,16 +52,12 @@ def table(result: dict) -> str:
         a, b = photos["selections"].get(name), probe["selections"][name]
         if a is None:  # no photos asked for
             a = {"token_ratio": None, "psnr_mask_vs_dense": None, "psnr_mask_vs_truth": None}
-        lines.append(f"| {LABELS[name]} | {_pct(a['token_ratio'])} | {_db(a['psnr_mask_vs_dense'])} | {_db(a['psnr_mask_vs_truth'])} "
-                     f"| {_pct(b['token_ratio'])} | {_db(b['psnr_mask_vs_dense'])} | {_db(b['psnr_mask_vs_truth'])} |")
-    lines.append(f"| dense (reference) | 100% | - | {_db(photos.get('psnr_mask_dense_vs_truth'))} | 100% | - "
+        lines.append(f"| {LABELS[name]} | {_pct(a['token_ratio'])} | {format_db(a['psnr_mask_vs_dense'])} | {format_db(a['psnr_mask_vs_truth'])} "
+                     f"| {_pct(b['token_ratio'])} | {format_db(b['psnr_mask_vs_dense'])} | {format_db(b['psnr_mask_vs_truth'])} |")
+    lines.append(f"| dense (reference) | 100% | - | {format_db(photos.get('psnr_mask_dense_vs_truth'))} | 100% | - "
                  f"| {probe['psnr_mask_dense_vs_truth']:.2f} |")
     lines.append(f"| best classical fill ({probe['best_fill']}) | - | - | - | - | - | {probe['psnr_mask_best_fill_vs_truth']:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def _db(value) -> str:
-    return "identical" if value is None else f"{value:.2f}"
 
 
 def _pct(value) -> str:

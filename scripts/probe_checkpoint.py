@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hilo_export.evaluation.ablation import Ablation  # noqa: E402
 from hilo_export.evaluation.probe import run_probe  # noqa: E402
+from hilo_export.evaluation.report import format_db  # noqa: E402
 from hilo_export.planning.plan import PlannerConfig  # noqa: E402
 from hilo_export.reference import model as ref  # noqa: E402
 
@@ -47,13 +48,9 @@ def main() -> None:
                 f"  model over fill {margins['model_over_best_fill_db']:+.2f}")
         if selections:
             cost = margins["context_cost_db"]
-            line += (f"  | hilo vs dense {_db(summary['psnr_mask_hilo_vs_dense'])}  core only {_db(summary['psnr_mask_core_only_vs_dense'])}"
+            line += (f"  | hilo vs dense {format_db(summary['psnr_mask_hilo_vs_dense'])}  core only {format_db(summary['psnr_mask_core_only_vs_dense'])}"
                      f"  context cost {'-' if cost is None else f'{cost:+.2f}'}")
         print(line)
-
-
-def _db(value: float | None) -> str:
-    return "identical" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

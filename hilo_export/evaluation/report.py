@@ -20,7 +20,8 @@ def write_report(report: dict[str, Any], out: Path) -> None:
         tmp.write_text(markdown(report, plots))
 
 
-def _num(value: Any, digits: int = 2, unit: str = "") -> str:
+def format_db(value: Any, digits: int = 2, unit: str = "") -> str:
+    """A PSNR (or other number) for a table; None is how ``Pooled.psnr`` says two edits are identical."""
     if value is None:
         return "identical"
     return f"{value:.{digits}f}{unit}"
@@ -96,11 +97,11 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
             f = c["fidelity"]
             lines.append(
                 f"| {c['name']} | {f['token_ratio_mean']:.1%} | {f['edits_compressed']} / {f['edits_full']} "
-                f"| {_num(c['psnr_mask_hilo_vs_dense'])} "
-                f"| {_num(c['psnr_mask_hilo_vs_truth'])} | {_num(c['psnr_mask_dense_vs_truth'])} "
-                f"| {_num(c.get('psnr_mask_noise_floor'))} | {_num(c['ssim_mask_hilo_vs_dense'], 4)} "
-                f"| {_num(c['ssim_mask_hilo_vs_truth'], 4)} / {_num(c['ssim_mask_dense_vs_truth'], 4)} "
-                f"| {_num(c['psnr_ring_hilo_vs_dense'])} | {_num(c['psnr_ring_hilo_vs_truth'])} / {_num(c['psnr_ring_dense_vs_truth'])} "
+                f"| {format_db(c['psnr_mask_hilo_vs_dense'])} "
+                f"| {format_db(c['psnr_mask_hilo_vs_truth'])} | {format_db(c['psnr_mask_dense_vs_truth'])} "
+                f"| {format_db(c.get('psnr_mask_noise_floor'))} | {format_db(c['ssim_mask_hilo_vs_dense'], 4)} "
+                f"| {format_db(c['ssim_mask_hilo_vs_truth'], 4)} / {format_db(c['ssim_mask_dense_vs_truth'], 4)} "
+                f"| {format_db(c['psnr_ring_hilo_vs_dense'])} | {format_db(c['psnr_ring_hilo_vs_truth'])} / {format_db(c['psnr_ring_dense_vs_truth'])} "
                 f"| {f['outside_mask_max_abs_diff']} | {f['edit_s_hilo_median']:.2f} s / {f['edit_s_dense_median']:.2f} s |"
             )
         lines.append("")
@@ -132,11 +133,11 @@ def _probe_lines(probe: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for name, row in [("all", probe), *probe["families"].items()]:
-        lines.append(f"| {name} | {_num(row['psnr_mask_dense_vs_truth'])} | {_num(row['psnr_mask_best_fill_vs_truth'])} "
-                     f"({row['best_fill']}) | {_num(row['psnr_mask_hilo_vs_dense'])} "
-                     f"| {_num(row['psnr_mask_core_only_vs_dense'])} |")
-    lines += ["", f"Model over the best fill: {_num(cond['model_over_best_fill_db'])} dB; removing the context costs "
-              f"{_num(cond['context_cost_db'])} dB more than HiLo.", ""]
+        lines.append(f"| {name} | {format_db(row['psnr_mask_dense_vs_truth'])} | {format_db(row['psnr_mask_best_fill_vs_truth'])} "
+                     f"({row['best_fill']}) | {format_db(row['psnr_mask_hilo_vs_dense'])} "
+                     f"| {format_db(row['psnr_mask_core_only_vs_dense'])} |")
+    lines += ["", f"Model over the best fill: {format_db(cond['model_over_best_fill_db'])} dB; removing the context costs "
+              f"{format_db(cond['context_cost_db'])} dB more than HiLo.", ""]
     return lines
 
 
