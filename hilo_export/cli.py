@@ -1,26 +1,65 @@
-"""The ``hilo-export`` command line. Thin: parsing, loading files, printing."""
+"""The ``hilo-export`` command line. Thin: parsing, loading files, printing.
+
+Exit codes: 0 success; 2 bad input (a usage error or any ``HiLoError``: the message says what to
+change, no traceback); 3 ``validate`` found engines that fail its check; 1 an internal failure (a
+bug or an environment fault, with its traceback).
+Library code logs through ``logging``; this is the one place that shows it (on stderr).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import click
 import numpy as np
 
+from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, HiLoError
 from .examples import example_image_path, example_mask_path
 from .export.trt_check import TENSORRT_VERSION
 from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
-from .planning.buckets import BucketError
 from .planning.inputs import DEFAULT_TOKEN_SIZE
-from .planning.plan import SIZINGS, PlanError, PlannerConfig, mask_from_file
+from .planning.plan import SIZINGS, PlannerConfig, mask_from_file
 
 
-@click.group()
+class BadInput(click.ClickException):
+    """Input the command cannot use; the message names the fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CheckFailed(click.ClickException):
+    """The engines were checked and failed."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class _Group(click.Group):
+    """Turns every ``HiLoError`` into one clear line and the bad-input exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HiLoError as err:
+            raise BadInput(str(err)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="hilo-export")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr (no progress).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug messages too.")
+def main(quiet: bool, verbose: bool) -> None:
     """Export diffusers DiTs with HiLo-Token compression for fast image editing."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("hilo_export")
+    package_logger.handlers[:] = [handler]
+    package_logger.setLevel(level)
+    package_logger.propagate = False
 
 
 @main.command()
@@ -52,19 +91,14 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
     from .planning.plan import plan_tokens
 
     image, mask = _read_files(image_path, mask_path)
-    from .export.backends import BackendError
-    from .export.manifest import ManifestError
-    from .runtime.runtime import HiLoRuntime, RuntimeInputError
+    from .runtime.runtime import HiLoRuntime
 
-    try:
-        if engines is not None:
-            result = HiLoRuntime.load(engines, verify=False).plan(image, mask)
-        else:
-            config = replace(PlannerConfig(), dilation=dilation, lowfreq_factor=lowfreq_factor or None,
-                             freq_threshold=freq_threshold, sizing=sizing)
-            result = plan_tokens(image, mask, token_size=token_size, buckets=buckets, config=config)
-    except (PlanError, BucketError, ManifestError, RuntimeInputError, BackendError) as err:
-        raise click.ClickException(str(err)) from None
+    if engines is not None:
+        result = HiLoRuntime.load(engines, verify=False).plan(image, mask)
+    else:
+        config = replace(PlannerConfig(), dilation=dilation, lowfreq_factor=lowfreq_factor or None,
+                         freq_threshold=freq_threshold, sizing=sizing)
+        result = plan_tokens(image, mask, token_size=token_size, buckets=buckets, config=config)
 
     if out is not None:
         from .planning.picture import selection_picture
@@ -73,7 +107,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
             with atomic_path(out) as tmp:
                 selection_picture(Image.fromarray(image), result).save(tmp, format="PNG")
         except OSError as err:
-            raise click.ClickException(f"cannot write {out}: {err}") from None
+            raise BadInput(f"cannot write {out}: {err}") from None
     if as_json:
         click.echo(json.dumps(result.to_json()))
         return
@@ -111,22 +145,15 @@ def _echo(message: str) -> None:
                    "[default: TensorRT inlines their ONNX function bodies].")
 def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
-    from .export.backends import BackendError
-    from .export.builder import BuildError, BuildRequest, parse_resolution
+    from .export.builder import BuildRequest, parse_resolution
     from .export.builder import build as run_build
-    from .export.graph import ExportError
-    from .export.manifest import ManifestError
-    from .model.loading import ModelError
 
-    try:
-        request = BuildRequest(
-            model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
-            out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len, plugins=plugins,
-            config=replace(PlannerConfig(), sizing=sizing),
-        )
-        folder = run_build(request, progress=_echo)
-    except (BuildError, BucketError, ModelError, BackendError, ExportError, ManifestError, PlanError) as err:
-        raise click.ClickException(str(err)) from None
+    request = BuildRequest(
+        model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
+        out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len, plugins=plugins,
+        config=replace(PlannerConfig(), sizing=sizing),
+    )
+    folder = run_build(request)
     click.echo(str(folder))
 
 
@@ -138,37 +165,28 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
 @click.option("--tensorrt", "tensorrt_version", default=TENSORRT_VERSION, show_default=True,
               help="The TensorRT version whose published operator support --trt-check uses.")
 def validate(folder, verbose, trt_check, tensorrt_version) -> None:
-    """Compare every bucket's engine with the torch reference (polygraphy); exit 1 on mismatch.
+    """Compare every bucket's engine with the torch reference (polygraphy); exit 3 on mismatch.
 
-    With --trt-check: check every graph against TensorRT's ONNX operator support instead; exit 1
+    With --trt-check: check every graph against TensorRT's ONNX operator support instead; exit 3
     naming every node TensorRT would reject."""
     from .evaluation.validate import validate as run_validate
-    from .export.backends import BackendError
-    from .export.manifest import ManifestError
-    from .model.loading import ModelError
 
     if trt_check:
         from .export.trt_check import check_folder
 
-        try:
-            found = check_folder(folder, tensorrt_version)
-        except (ManifestError, ValueError) as err:
-            raise click.ClickException(str(err)) from None
+        found = check_folder(folder, tensorrt_version)
         for kind, rejections in found.items():
             click.echo(f"graph {kind}: {'accepted' if not rejections else f'{len(rejections)} node(s) rejected'} "
                        f"by TensorRT {tensorrt_version}'s ONNX parser (static check)")
             for rejection in rejections:
                 click.echo(f"  {rejection}")
         if any(found.values()):
-            raise click.ClickException(f"TensorRT {tensorrt_version} would reject the nodes above")
+            raise CheckFailed(f"TensorRT {tensorrt_version} would reject the nodes above")
         return
-    try:
-        results = run_validate(folder, progress=click.echo, verbose=verbose)
-    except (ManifestError, ModelError, BackendError) as err:
-        raise click.ClickException(str(err)) from None
+    results = run_validate(folder, progress=click.echo, verbose=verbose)
     failed = [r.bucket for r in results if not r.passed]
     if failed:
-        raise click.ClickException(f"engines differ from torch beyond tolerance in bucket(s) {', '.join(failed)}")
+        raise CheckFailed(f"engines differ from torch beyond tolerance in bucket(s) {', '.join(failed)}")
     click.echo(f"all {len(results)} buckets match torch")
 
 
@@ -177,12 +195,9 @@ def validate(folder, verbose, trt_check, tensorrt_version) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def inspect(folder, as_json) -> None:
     """Show what a built engine folder holds."""
-    from .export.manifest import ManifestError, read_manifest
+    from .folder.manifest import read_manifest
 
-    try:
-        manifest = read_manifest(folder)
-    except ManifestError as err:
-        raise click.ClickException(str(err)) from None
+    manifest = read_manifest(folder)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -223,11 +238,8 @@ def calibrate(mask_dir, token_size, shares) -> None:
     try:
         values = [float(s) for s in shares.split(",")]
     except ValueError:
-        raise click.ClickException(f"--shares {shares!r}: give three numbers such as 0.5,0.3,0.2") from None
-    try:
-        result = run_calibrate(read_masks(mask_dir), token_size, values)
-    except (BucketError, PlanError) as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput(f"--shares {shares!r}: give three numbers such as 0.5,0.3,0.2") from None
+    result = run_calibrate(read_masks(mask_dir), token_size, values)
     click.echo(f"{result.n_masks} masks, token size {token_size}")
     click.echo(f"  {'bucket':6s} {'fraction':>8s} {'share of masks':>15s}")
     for b in result.buckets:
@@ -239,12 +251,9 @@ def calibrate(mask_dir, token_size, shares) -> None:
 
 def _read_files(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """uint8 RGB image and the mask as the planner reads files (any bit depth, scaled to 8 bits)."""
-    from .images import ImageReadError, read_gray, read_rgb
+    from .images import read_gray, read_rgb
 
-    try:
-        return read_rgb(image_path), mask_from_file(read_gray(mask_path))
-    except ImageReadError as err:
-        raise click.ClickException(str(err)) from None
+    return read_rgb(image_path), mask_from_file(read_gray(mask_path))
 
 
 def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -268,33 +277,20 @@ def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray,
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Where to write the edited PNG.")
 def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, out) -> None:
     """Inpaint the mask with the HiLo engines (a real flow-matching pipeline)."""
-    from .evaluation.edit import EditError, comparison_picture, run_edit
+    from .evaluation.edit import comparison_picture, run_edit
     from .evaluation.fill_edit import run_fill_edit
     from .evaluation.metrics import psnr
-    from .export.backends import BackendError
-    from .export.builder import BuildError
-    from .export.graph import ExportError
-    from .export.manifest import ManifestError
     from .files import atomic_path
-    from .model.loading import ModelError
-    from .reference.pipeline import EditInputError
-    from .runtime.fill import FillPlanningError
-    from .runtime.runtime import RuntimeInputError
 
     image, mask = _read_image_and_mask(image_path, mask_path)
     if prompt and model == "reference":
         _echo("note: the reference model is unconditional; --prompt is ignored")
     if not mask.any():
-        raise click.ClickException("the mask is empty: paint the region to edit white")
-    try:
-        if model == "reference":
-            outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare, progress=_echo)
-        else:
-            outcome = run_fill_edit(model, image, mask, prompt, engines, steps=steps, seed=seed, compare=compare,
-                                    progress=_echo)
-    except (EditError, EditInputError, BuildError, ExportError, ManifestError, ModelError, BackendError, RuntimeInputError,
-            PlanError, BucketError, FillPlanningError) as err:
-        raise click.ClickException(str(err)) from None
+        raise BadInput("the mask is empty: paint the region to edit white")
+    if model == "reference":
+        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare)
+    else:
+        outcome = run_fill_edit(model, image, mask, prompt, engines, steps=steps, seed=seed, compare=compare)
     from PIL import Image
 
     outputs = {out: Image.fromarray(outcome.hilo.image)}
@@ -306,7 +302,7 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
             with atomic_path(path) as tmp:
                 picture.save(tmp, format="PNG")
     except OSError as err:
-        raise click.ClickException(f"cannot write {out}: {err}") from None
+        raise BadInput(f"cannot write {out}: {err}") from None
     hilo, plan = outcome.hilo, outcome.hilo.plan
     click.echo(f"HiLo: bucket {plan.bucket} ({plan.length} of {plan.n_tokens} tokens), {steps} steps, "
                f"{np.median(hilo.step_seconds) * 1e3:.0f} ms/step, {hilo.total_seconds:.2f} s in all -> {out}")
@@ -326,13 +322,10 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
 def masks(out_dir, resolution, per_category, seed) -> None:
     """Write the seeded mask suite (the paper's mask ratios and shape mix) as PNGs."""
     from .evaluation.masks import write_suite
-    from .export.builder import BuildError, parse_resolution
+    from .export.builder import parse_resolution
 
-    try:
-        size = parse_resolution(resolution)
-        summary = write_suite(out_dir, size, per_category, seed)
-    except (BuildError, ValueError) as err:
-        raise click.ClickException(str(err)) from None
+    size = parse_resolution(resolution)
+    summary = write_suite(out_dir, size, per_category, seed)
     for category, (count, ratio) in summary.items():
         click.echo(f"{category:6s} {count:3d} masks, mean mask ratio {ratio:.2%} -> {out_dir / category}")
 
@@ -352,29 +345,20 @@ def masks(out_dir, resolution, per_category, seed) -> None:
               show_default=True, help="Where engines are built, or reused when already built.")
 def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
-    from .evaluation.bench import BenchError, BenchSettings, run_bench
+    from .evaluation.bench import BenchSettings, run_bench
     from .evaluation.report import markdown
     from .evaluation.sweep import run_sweep, sweep_markdown
-    from .export.backends import BackendError
-    from .export.builder import BuildError
-    from .export.graph import ExportError
-    from .export.manifest import ManifestError
-    from .model.loading import ModelError
-    from .reference.pipeline import EditInputError
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
     if sizing is not None:
         overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
-    try:
-        settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
-        if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply
-            click.echo(sweep_markdown(run_sweep(settings, progress=_echo)))
-            click.echo(f"sweep: {out_dir / 'sweep.md'}, {out_dir / 'sweep.png'}")
-            return
-        report = run_bench(settings, progress=_echo)
-    except (BenchError, BuildError, ManifestError, ModelError, BackendError, ExportError, EditInputError) as err:
-        raise click.ClickException(str(err)) from None
+    settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
+    if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply
+        click.echo(sweep_markdown(run_sweep(settings)))
+        click.echo(f"sweep: {out_dir / 'sweep.md'}, {out_dir / 'sweep.png'}")
+        return
+    report = run_bench(settings)
     click.echo(markdown(report))
     click.echo(f"report: {out_dir / 'report.md'}")
 
@@ -390,11 +374,7 @@ def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fi
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def triton(folder, out_dir, backend, max_batch, force) -> None:
     """Write a Triton Inference Server model repository for a built engine folder."""
-    from .export.manifest import ManifestError
-    from .serving.repository import TritonRepoError, write_repository
+    from .serving.repository import write_repository
 
-    try:
-        write_repository(folder, out_dir, backend=backend, max_batch=max_batch, force=force, progress=_echo)
-    except (ManifestError, TritonRepoError) as err:
-        raise click.ClickException(str(err)) from None
+    write_repository(folder, out_dir, backend=backend, max_batch=max_batch, force=force)
     click.echo(str(out_dir))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import HiLoError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(HiLoError, ValueError):
     """A file that cannot be read as an image; the message says what to do."""
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,16 +21,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export.evaluation.ablation import SELECTIONS, Ablation, run_photo_ablation  # noqa: E402
-from hilo_export.evaluation.bench import eval_image  # noqa: E402
-from hilo_export.evaluation.masks import mask_suite  # noqa: E402
-from hilo_export.evaluation.metrics import psnr  # noqa: E402
-from hilo_export.evaluation.probe import probe_set, run_probe  # noqa: E402
-from hilo_export.evaluation.report import format_db  # noqa: E402
-from hilo_export.files import atomic_path  # noqa: E402
-from hilo_export.model import load_reference, reference_weights_dir  # noqa: E402
-from hilo_export.reference import model as ref  # noqa: E402
+from hilo_export.evaluation.ablation import SELECTIONS, Ablation, run_photo_ablation
+from hilo_export.evaluation.bench import eval_image
+from hilo_export.evaluation.masks import mask_suite
+from hilo_export.evaluation.metrics import psnr
+from hilo_export.evaluation.probe import probe_set, run_probe
+from hilo_export.evaluation.report import format_db
+from hilo_export.files import atomic_path
+from hilo_export.model import load_reference, reference_weights_dir
+from hilo_export.reference import model as ref
 
 LABELS = {"hilo": "HiLo", "random_context": "random context", "no_lowfreq": "no low-freq tokens",
           "mask_only": "dilated mask only", "core_only": "core only (mask + low-freq)", "crop": "crop-and-stitch"}

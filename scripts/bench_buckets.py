@@ -20,15 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hilo_export.export import (
-    BuildRequest,
-    Profile,
-    build,
-    parse_resolution,
-    read_manifest,
-)
-from hilo_export.export.backends.ort import OrtBackend
+from hilo_export.export import BuildRequest, build, parse_resolution
 from hilo_export.export.graph import EngineGraph, GraphSpec, example_keep
+from hilo_export.folder import Profile, read_manifest
+from hilo_export.folder.backends.ort import OrtBackend
 from hilo_export.model import BUILTIN_CONFIGS, adapter_for
 
 

@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 GIB = 2**30
 
 
@@ -47,8 +45,8 @@ def serve(folder: Path, setting: str, rotations: int) -> dict:
     """One child process: load the folder and serve every bucket ``rotations`` times."""
     import numpy as np
 
-    from hilo_export.export.backends.ort import OrtBackend
-    from hilo_export.export.manifest import read_manifest
+    from hilo_export.folder.backends.ort import OrtBackend
+    from hilo_export.folder.manifest import read_manifest
     from hilo_export.runtime import HiLoRuntime
 
     backend = OrtBackend(arena=setting == "ort-defaults", share_weights=setting == "current")
@@ -90,7 +88,7 @@ def main() -> None:
 
     from hilo_export.export import BuildRequest, build, parse_resolution
     from hilo_export.export.builder import default_out_dir
-    from hilo_export.export.manifest import read_manifest
+    from hilo_export.folder.manifest import read_manifest
 
     resolution = parse_resolution(args.resolution)
     folder = build(BuildRequest(args.model, resolution=resolution, out_dir=args.out or default_out_dir(args.model, resolution)),

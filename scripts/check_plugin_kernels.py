@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 SHAPES = [  # B, N, C, K
     (1, 4096, 3072, 1232),  # Flux 1024 px: hidden states into the s bucket
@@ -46,8 +45,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA GPU (torch.cuda.is_available() is False)")
         return 2
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hilo_export.export.backends.trt import hilo_plugins
+    from hilo_export.folder.backends.trt import hilo_plugins
 
     hilo_plugins()
     from hilo_trt import kernels

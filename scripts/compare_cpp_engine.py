@@ -39,7 +39,6 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |C++ - Python| / max |Python| per output")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from hilo_export.export import relative_error
     from hilo_export.runtime import HiLoRuntime
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -20,18 +19,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export.evaluation import (  # noqa: E402
+from hilo_export.evaluation import (
     CATEGORY_RATIOS,
     mask_suite,
-    ssim,  # noqa: E402
+    ssim,
 )
-from hilo_export.evaluation.bench import EVAL_IMAGES, Fidelity, eval_image  # noqa: E402
-from hilo_export.evaluation.probe import classical_fills  # noqa: E402
-from hilo_export.files import atomic_path  # noqa: E402
-from hilo_export.model import load_reference, reference_weights_dir  # noqa: E402
-from hilo_export.reference import ReferenceInpaintPipeline  # noqa: E402
-from hilo_export.reference import model as ref  # noqa: E402
+from hilo_export.evaluation.bench import EVAL_IMAGES, Fidelity, eval_image
+from hilo_export.evaluation.probe import classical_fills
+from hilo_export.files import atomic_path
+from hilo_export.model import load_reference, reference_weights_dir
+from hilo_export.reference import ReferenceInpaintPipeline
+from hilo_export.reference import model as ref
 
 
 def load_model(checkpoint: str | None) -> tuple[torch.nn.Module, ref.Decoder | None]:

@@ -13,17 +13,15 @@ only" still holds (a ring of that many tokens around the hole).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export.evaluation.ablation import Ablation  # noqa: E402
-from hilo_export.evaluation.probe import run_probe  # noqa: E402
-from hilo_export.evaluation.report import format_db  # noqa: E402
-from hilo_export.planning.plan import PlannerConfig  # noqa: E402
-from hilo_export.reference import model as ref  # noqa: E402
+from hilo_export.evaluation.ablation import Ablation
+from hilo_export.evaluation.probe import run_probe
+from hilo_export.evaluation.report import format_db
+from hilo_export.planning.plan import PlannerConfig
+from hilo_export.reference import model as ref
 
 
 def main() -> None:

@@ -36,12 +36,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hilo_export.evaluation.masks import random_mask  # noqa: E402
-from hilo_export.evaluation.metrics import psnr  # noqa: E402
-from hilo_export.model.loading import load_reference  # noqa: E402
-from hilo_export.reference import model as ref  # noqa: E402
-from hilo_export.reference.procedural import procedural_image  # noqa: E402
+from hilo_export.evaluation.masks import random_mask
+from hilo_export.evaluation.metrics import psnr
+from hilo_export.model.loading import load_reference
+from hilo_export.reference import model as ref
+from hilo_export.reference.procedural import procedural_image
 
 # evaluation images: never trained on (coffee is also the bundled example)
 HELD_OUT = ("coffee.png", "chelsea.png", "rocket.jpg")

@@ -66,6 +66,6 @@ def test_plan_errors_are_one_clear_line(tmp_path):
     ]
     for args, message in cases:
         result = CliRunner().invoke(main, ["plan", "--out", str(out), *args])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
     assert not out.exists()

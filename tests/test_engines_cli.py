@@ -21,7 +21,7 @@ def test_build_command_reuses_the_cache_and_prints_the_folder(built_copy):
 
 def test_build_without_tensorrt_fails_at_once_saying_what_to_install(tmp_path):
     result = invoke("build", "--backend", "trt", "--out", tmp_path / "e")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "TensorRT is not installed" in result.output and "--backend ort" in result.output
     assert not (tmp_path / "e").exists()
 
@@ -47,7 +47,7 @@ def test_validate_passes_and_can_fail(built, monkeypatch):
     assert "tolerance" in result.output and result.output.count(" OK") == 4
     monkeypatch.setitem(validate_module.TOLERANCES, "fp32", 0.0)  # nothing matches to the last bit
     result = invoke("validate", built)
-    assert result.exit_code == 1 and "MISMATCH" in result.output
+    assert result.exit_code == 3 and "MISMATCH" in result.output
 
 
 def test_plan_with_an_engine_folder_uses_its_settings(built, tmp_path):
@@ -60,7 +60,7 @@ def test_plan_with_an_engine_folder_uses_its_settings(built, tmp_path):
     data = json.loads(result.output)
     assert data["grid"] == [12, 20] and data["bucket"] == "s"
     wrong = invoke("plan", "--engines", built, "--json")  # the bundled 592x400 example
-    assert wrong.exit_code == 1 and "built for 320x192" in wrong.output
+    assert wrong.exit_code == 2 and "built for 320x192" in wrong.output
 
 
 def test_calibrate_prints_a_table_that_splits_the_masks(tmp_path):
@@ -74,4 +74,4 @@ def test_calibrate_prints_a_table_that_splits_the_masks(tmp_path):
     assert result.exit_code == 0, result.output
     assert "20 masks" in result.output and "--buckets s=" in result.output
     bad = invoke("calibrate", "--masks", tmp_path, "--shares", "0.9,0.9,0.9")
-    assert bad.exit_code == 1 and "adding up to at most 1" in bad.output
+    assert bad.exit_code == 2 and "adding up to at most 1" in bad.output

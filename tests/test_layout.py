@@ -8,9 +8,11 @@ from pathlib import Path
 import hilo_export
 
 PACKAGE = Path(hilo_export.__file__).parent
-# A module may import its own stage and the stages before it; evaluation and serving are peers.
-STAGE = {"files": 0, "examples": 0, "images": 0, "planning": 1, "model": 2, "export": 3, "runtime": 4, "reference": 5,
-         "evaluation": 6, "serving": 6, "cli": 7}
+# A module may import its own stage and the stages before it; model and folder, evaluation and serving are peers.
+STAGE = {"errors": -1, "files": 0, "examples": 0, "images": 0, "planning": 1, "model": 2, "folder": 2, "export": 3,
+         "runtime": 4, "reference": 5, "evaluation": 6, "serving": 6, "cli": 7}
+# Earlier stages that a stage still must not import: serving engines never loads the exporter.
+FORBIDDEN = {("runtime", "export"), ("serving", "export")}
 
 
 def _stage_of(parts: tuple[str, ...]) -> str | None:
@@ -46,7 +48,8 @@ def wrong_way_imports(package: Path) -> list[str]:
         own = _stage_of(path.relative_to(package).with_suffix("").parts)  # None: the root __init__
         for line, target in _imported_modules(path, package):
             other = _stage_of(target)
-            if own is not None and other is not None and other != own and STAGE[other] >= STAGE[own]:
+            if own is not None and other is not None and other != own and (
+                    STAGE[other] >= STAGE[own] or (own, other) in FORBIDDEN):
                 wrong.append(f"{path.relative_to(package)}:{line} imports {'.'.join(target)}")
     return wrong
 
@@ -65,9 +68,10 @@ def test_a_wrong_way_import_is_seen(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "d.py").write_text("from hilo_export import runtime\nfrom hilo_export.planning import plan\n")
     (tmp_path / "runtime").mkdir()
-    (tmp_path / "runtime" / "c.py").write_text("from ..planning import plan\nfrom . import pipeline\n")
+    (tmp_path / "runtime" / "c.py").write_text("from ..planning import plan\nfrom . import pipeline\nfrom ..export import graph\n")
     assert sorted(wrong_way_imports(tmp_path)) == [
-        "model/d.py:1 imports runtime", "planning/a.py:1 imports export", "planning/b.py:2 imports runtime.runtime"]
+        "model/d.py:1 imports runtime", "planning/a.py:1 imports export", "planning/b.py:2 imports runtime.runtime",
+        "runtime/c.py:3 imports export"]
 
 
 def test_planning_loads_no_heavy_dependency():
@@ -76,6 +80,30 @@ def test_planning_loads_no_heavy_dependency():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_serving_engines_loads_no_exporter():
+    # runtime and serving read engine folders; the exporter, its graph libraries and the evaluation stack stay out
+    heavy = ("hilo_export.export", "onnxscript", "onnx_ir", "polygraphy", "matplotlib", "skimage", "tensorrt")
+    code = ("import sys, hilo_export.runtime, hilo_export.serving; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r} or m.startswith({heavy[0]!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_package_error_derives_from_hilo_error():
+    from hilo_export.errors import HiLoError
+
+    classes = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and (node.name.endswith("Error") or node.name.endswith("Exception")):
+                classes.append((path, node))
+    assert len(classes) > 10
+    for path, node in classes:
+        bases = [b.id if isinstance(b, ast.Name) else ast.unparse(b) for b in node.bases]
+        assert node.name == "HiLoError" or "HiLoError" in bases, f"{path.relative_to(PACKAGE)}: {node.name}{tuple(bases)}"
+    assert issubclass(__import__("hilo_export.folder", fromlist=["ManifestError"]).ManifestError, HiLoError)
 
 
 def test_public_api_is_at_the_package_root():

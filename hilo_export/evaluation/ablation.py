@@ -21,6 +21,7 @@ All run on torch (``SelectionTransformer``), no engines: a plan is any ``TokenPl
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -32,6 +33,8 @@ from ..planning.buckets import FULL
 from ..planning.plan import MASK, PlannerConfig, TokenPlan, plan_tokens
 from ..reference import model as ref
 from ..reference.pipeline import ReferenceInpaintPipeline
+
+log = logging.getLogger(__name__)
 
 SELECTIONS = ("hilo", "random_context", "no_lowfreq", "mask_only", "core_only", "crop")
 
@@ -173,7 +176,7 @@ class SelectionEdit:
 
 def run_photo_ablation(ablation: Ablation, resolution: int, per_category: int = 1, images: tuple[str, ...] = ("coffee", "chelsea", "rocket"),
                        selections: tuple[str, ...] = SELECTIONS, seed: int = 0,
-                       progress: Callable[[str], None] = print) -> dict[str, Any]:
+                       progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Every selection on the held-out photos with suite masks (seed 1, as bench): in-mask PSNR pooled per selection."""
     from .bench import eval_image
     from .masks import mask_suite

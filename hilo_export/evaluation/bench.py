@@ -22,6 +22,7 @@ context can predict, where removing the context must cost more than HiLo does.
 
 from __future__ import annotations
 
+import logging
 import platform
 import statistics
 import time
@@ -33,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
+from ..errors import HiLoError
 from ..export.builder import BuildRequest, build
 from ..model.loading import BUILTIN_CONFIGS, REFERENCE, text_len_for
 from ..planning.buckets import FULL, parse_buckets
@@ -41,6 +43,8 @@ from .flops import FLUX1_DEV, StepFlops
 from .masks import CATEGORY_RATIOS, SuiteMask, mask_suite
 from .metrics import Pooled, border_ring, ssim
 from .timing import Length, ideal_speedup, round_ratios, spread, timed_lengths
+
+log = logging.getLogger(__name__)
 
 EVAL_IMAGES = ("coffee", "chelsea", "rocket")
 RING_PX = 8  # border ring width: one reference-model token
@@ -51,7 +55,7 @@ PSNR_TO_TRUTH_MARGIN_DB = 0.2
 PSNR_VS_DENSE_TARGET_DB = 30.0
 
 
-class BenchError(ValueError):
+class BenchError(HiLoError, ValueError):
     """Bench settings that cannot be run; the message says what to change."""
 
 
@@ -294,7 +298,7 @@ def measure_probe(settings: BenchSettings, progress: Callable[[str], None]) -> d
 # ------------------------------------------------------------------ the report
 
 
-def run_bench(settings: BenchSettings, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(settings: BenchSettings, progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     from .report import write_report
 
     started = time.time()

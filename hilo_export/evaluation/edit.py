@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -9,6 +10,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..errors import HiLoError
 from ..export.builder import BuildRequest, build, default_out_dir
 from ..model.loading import REFERENCE
 from ..planning.picture import selection_picture
@@ -18,8 +20,10 @@ from ..runtime.pipeline import apply
 from ..runtime.runtime import HiLoRuntime
 from .metrics import psnr
 
+log = logging.getLogger(__name__)
 
-class EditError(ValueError):
+
+class EditError(HiLoError, ValueError):
     """An edit that cannot be run as asked; the message says how to fix it."""
 
 
@@ -31,14 +35,14 @@ class EditOutcome:
 
 
 def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),
-                      progress: Callable[[str], None] = print, config: PlannerConfig | None = None) -> Path:
+                      progress: Callable[[str], None] = log.info, config: PlannerConfig | None = None) -> Path:
     """The reference model's engines for one image size (and planner): built once, then reused from the cache."""
     return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=default_out_dir(REFERENCE, resolution, root),
                               config=config or PlannerConfig()), progress=progress)
 
 
 def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, steps: int = 8, seed: int = 0,
-             compare: bool = False, progress: Callable[[str], None] = print, progress_bar: bool = True) -> EditOutcome:
+             compare: bool = False, progress: Callable[[str], None] = log.info, progress_bar: bool = True) -> EditOutcome:
     check_edit_inputs(image, mask)  # every argument before a build, not after it
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise EditError(f"steps must be a whole number of at least 1, got {steps!r}")

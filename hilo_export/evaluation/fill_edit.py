@@ -8,6 +8,7 @@ the output is composited with the input outside the mask, bit for bit, as the re
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,8 @@ from ..reference.pipeline import EditResult
 from ..runtime.pipeline import apply
 from ..runtime.runtime import HiLoRuntime
 from .edit import EditError, EditOutcome
+
+log = logging.getLogger(__name__)
 
 FILL_PIPELINE = "FluxFillPipeline"
 
@@ -68,7 +71,7 @@ def check_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, engines: Pa
 
 def run_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, prompt: str, engines: Path | None = None,
                   steps: int = 8, seed: int = 0, compare: bool = False, guidance_scale: float = 30.0,
-                  engines_root: Path = Path("engines"), progress: Callable[[str], None] = print) -> EditOutcome:
+                  engines_root: Path = Path("engines"), progress: Callable[[str], None] = log.info) -> EditOutcome:
     if steps < 1:
         raise EditError(f"steps must be at least 1, got {steps}")
     folder, token, runtime = check_fill_edit(model, image, mask, engines)

@@ -18,6 +18,7 @@ is reported.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,6 +31,8 @@ from ..reference import model as ref
 from ..reference.procedural import FAMILIES, procedural_image
 from .masks import mask_suite
 from .metrics import Pooled
+
+log = logging.getLogger(__name__)
 
 MODEL_OVER_FILL_DB = 3.0
 CONTEXT_COST_DB = 3.0
@@ -68,7 +71,7 @@ def classical_fills(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray
 
 
 def run_probe(ablation: Any, size: int, per_family: int = 2, selections: tuple[str, ...] = ("hilo", "core_only"),
-              seed: int = 0, progress: Callable[[str], None] = print) -> dict[str, Any]:
+              seed: int = 0, progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """The probe on ``ablation`` (an ``evaluation.ablation.Ablation``): the report's ``probe`` entry.
 
     ``selections`` beyond hilo and core_only add ``psnr_mask_<name>_vs_dense`` (the ablation table).

@@ -17,6 +17,7 @@ the fastest above the PSNR floor; failing that, the most faithful.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,8 @@ from .bench import (
 )
 from .flops import StepFlops
 from .masks import CATEGORY_RATIOS, mask_suite
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BUCKETS = "s,m,l"
 
@@ -76,7 +79,7 @@ def variants() -> list[Variant]:
     ]
 
 
-def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = print,
+def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.info,
               labels: list[str] | None = None) -> dict[str, Any]:
     """Every variant (or those named in ``labels``); writes sweep.json, sweep.md and sweep.png to ``settings.out``."""
     from ..reference.model import TOKEN_SIZE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -10,7 +11,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..export.backends.torch import TorchRunner
 from ..export.graph import (
     PRECISIONS,
     TOLERANCES,
@@ -19,10 +19,13 @@ from ..export.graph import (
     example_keep,
     relative_error,
 )
-from ..export.manifest import ManifestError
+from ..folder.backends.torch import TorchRunner
+from ..folder.manifest import ManifestError
 from ..model.adapters import adapter_for
 from ..model.loading import load_model
 from ..runtime.runtime import HiLoRuntime
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class BucketResult:
     passed: bool
 
 
-def validate(folder: Path, progress: Callable[[str], None] = print, verbose: bool = False) -> list[BucketResult]:
+def validate(folder: Path, progress: Callable[[str], None] = log.info, verbose: bool = False) -> list[BucketResult]:
     from polygraphy.comparator import Comparator, SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 

@@ -1,23 +1,15 @@
 """Export and build: torch -> ONNX with ``hilo`` ops and a dynamic token axis, one engine per
-bucket through a backend (``ort`` default, ``trt`` lazy, ``torch`` reference), and the
-schema-checked ``manifest.json`` that describes a built folder.
+bucket through a backend (``ort`` default, ``trt`` lazy, ``torch`` reference), written as an
+engine folder (``hilo_export.folder``: the manifest and the runners that read it).
 
-Imports ``planning`` and ``model``; nothing model-specific lives here (that is the adapters').
+Imports ``planning``, ``model`` and ``folder``; nothing model-specific lives here (that is the
+adapters').
 """
 
-from .backends import BackendError, Profile, get_backend
 from .builder import BuildError, BuildRequest, build, parse_resolution
-from .graph import (
-    PRECISIONS,
-    EngineGraph,
-    ExportError,
-    GraphSpec,
-    export_graph,
-    relative_error,
-)
-from .manifest import ManifestError, read_manifest, write_manifest
+from .graph import PRECISIONS, EngineGraph, ExportError, GraphSpec, export_graph, relative_error
 
 __all__ = [
-    "PRECISIONS", "BackendError", "BuildError", "BuildRequest", "EngineGraph", "ExportError", "GraphSpec", "ManifestError",
-    "Profile", "build", "export_graph", "get_backend", "parse_resolution", "read_manifest", "relative_error", "write_manifest",
+    "PRECISIONS", "BuildError", "BuildRequest", "EngineGraph", "ExportError", "GraphSpec", "build", "export_graph",
+    "parse_resolution", "relative_error",
 ]

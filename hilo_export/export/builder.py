@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib
+import logging
 import platform
 import re
 import shutil
@@ -22,24 +23,10 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .. import __version__
+from ..errors import HiLoError
 from ..files import atomic_path
-from ..model.adapters import adapter_for
-from ..model.loading import DEFAULT_MODEL, LoadedModel, text_len_for, token_size_for
-from ..model.weights import ExportModel, load_for_export
-from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, kept_range, parse_buckets
-from ..planning.plan import LowFreqLayout, PlannerConfig
-from .backends import Profile, get_backend
-from .external import linear_weights, plan_weights, write_weights
-from .graph import (
-    ONNX_OPSET,
-    PRECISIONS,
-    TOLERANCES,
-    EngineGraph,
-    GraphSpec,
-    check_against_torch,
-    export_graph,
-)
-from .manifest import (
+from ..folder.backends import Profile, get_backend
+from ..folder.manifest import (
     DIGEST,
     SCHEMA_VERSION,
     ManifestError,
@@ -51,6 +38,23 @@ from .manifest import (
     value_info,
     write_manifest,
 )
+from ..model.adapters import adapter_for
+from ..model.loading import DEFAULT_MODEL, LoadedModel, text_len_for, token_size_for
+from ..model.weights import ExportModel, load_for_export
+from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, kept_range, parse_buckets
+from ..planning.plan import LowFreqLayout, PlannerConfig
+from .external import linear_weights, plan_weights, write_weights
+from .graph import (
+    ONNX_OPSET,
+    PRECISIONS,
+    TOLERANCES,
+    EngineGraph,
+    GraphSpec,
+    check_against_torch,
+    export_graph,
+)
+
+log = logging.getLogger(__name__)
 
 # the files a build owns in its folder: anything else there is left alone. Dot-files are what
 # interrupted writes left (staging folders, atomic_path temporaries); the lock makes them stale.
@@ -65,7 +69,7 @@ LOCK = ".hilo-build.lock"  # held while a build writes the folder; never removed
 _UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
-class BuildError(ValueError):
+class BuildError(HiLoError, ValueError):
     """A build request that cannot be carried out; the message says how to fix it."""
 
 
@@ -109,7 +113,7 @@ def default_out_dir(slug: str, resolution: tuple[int, int], root: Path = Path("e
     return Path(root) / f"{slug}-{resolution[0]}x{resolution[1]}"
 
 
-def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Path:
+def build(request: BuildRequest, progress: Callable[[str], None] = log.info) -> Path:
     backend = get_backend(request.backend, plugins=request.plugins)  # refuses at once when missing
     if request.token_size is None:
         request = replace(request, token_size=token_size_for(request.model))
@@ -140,10 +144,7 @@ def build(request: BuildRequest, progress: Callable[[str], None] = print) -> Pat
     progress(f"loading {request.model} (shapes on the meta device; weights are streamed)")
     source = load_for_export(request.model)
     loaded = source.loaded
-    try:
-        adapter = adapter_for(source.meta)
-    except TypeError as err:
-        raise BuildError(str(err)) from None
+    adapter = adapter_for(source.meta)  # ModelError names the supported families
     grid = (height // request.token_size, width // request.token_size)
     layout = None if request.config.lowfreq_factor is None else LowFreqLayout(request.config.lowfreq_factor, grid)
     text_len = request.text_len if request.text_len is not None else text_len_for(request.model)

@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 
 from ..files import atomic_path
+from ..folder.dtypes import to_numpy
 from ..model.weights import WeightSource
-from .dtypes import to_numpy
 
 # offsets of tensors in the file are multiples of this (a page), so runtimes can map them
 ALIGNMENT = 4096

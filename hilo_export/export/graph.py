@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import HiLoError
 from ..model.ops import onnx_functions, onnx_translations, token_scatter
 from ..model.sequence import PlanTensors
 from ..model.weights import meta_copy
@@ -34,7 +35,7 @@ ONNX_OPSET = 20
 TOLERANCES = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 1e-1}
 
 
-class ExportError(RuntimeError):
+class ExportError(HiLoError, RuntimeError):
     """Export failed or the exported file does not match torch."""
 
 
@@ -257,7 +258,7 @@ def _ort_runner(path: Path, spec: GraphSpec):
 def _reference_runner(path: Path):
     from onnx.reference import ReferenceEvaluator
 
-    from .dtypes import to_numpy
+    from ..folder.dtypes import to_numpy
 
     evaluator = ReferenceEvaluator(str(path))
 

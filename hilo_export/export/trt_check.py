@@ -164,7 +164,7 @@ def _elem_types(graph) -> dict[str, int]:
 
 def check_folder(folder: Path, version: str = TENSORRT_VERSION) -> dict[str, list[Rejection]]:
     """Every graph of a built folder (from its manifest): graph kind -> rejections."""
-    from .manifest import entry_path, read_manifest
+    from ..folder.manifest import entry_path, read_manifest
 
     manifest = read_manifest(folder)
     table = support_table(version)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ..errors import HiLoError
 from ..planning.inputs import DEFAULT_TOKEN_SIZE
 
 
-class ModelError(ValueError):
+class ModelError(HiLoError, ValueError):
     """A model that cannot be found or loaded; the message says what to do."""
 
 

@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..errors import HiLoError
+
 FULL = "full"
 # The engines' one dynamic axis: the kept full-resolution tokens of a bucket (ONNX dim_param).
 K_AXIS = "k_kept"
@@ -25,7 +27,7 @@ DEFAULT_FRACTIONS = {"s": 0.20, "m": 0.45, "l": 0.75}
 CAPACITY_ALIGN = 8
 
 
-class BucketError(ValueError):
+class BucketError(HiLoError, ValueError):
     """A bucket specification a user wrote is not valid."""
 
 

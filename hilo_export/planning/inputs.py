@@ -18,13 +18,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import HiLoError
+
 # Pixels per token side when none is given: Flux's (VAE factor 8 x patch 2), the family this
 # toolchain targets. The API, plan and calibrate share it; a built folder carries its own (the
 # reference model's is 8) and plan --engines uses that.
 DEFAULT_TOKEN_SIZE = 16
 
 
-class PlanError(ValueError):
+class PlanError(HiLoError, ValueError):
     """An input the planner cannot plan; the message says how to fix it."""
 
 

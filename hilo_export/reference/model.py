@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import HiLoError
+
 TOKEN_SIZE = 8
 LATENT_CHANNELS = 3 * TOKEN_SIZE * TOKEN_SIZE  # 192
 MASK_CHANNELS = TOKEN_SIZE * TOKEN_SIZE  # 64
@@ -192,7 +194,7 @@ def velocity(residual: torch.Tensor, noisy: torch.Tensor, prefill: torch.Tensor,
     return (noisy - x0) / max(t, 1e-4)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(HiLoError, ValueError):
     """A training checkpoint that cannot be loaded safely; the message says why."""
 
 

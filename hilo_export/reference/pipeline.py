@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
+from ..errors import HiLoError
 from ..model.loading import ModelError, load_reference, reference_weights_dir
 from ..planning.plan import TokenPlan
 from . import model as ref
 
 
-class EditInputError(ValueError):
+class EditInputError(HiLoError, ValueError):
     """An image or mask the pipeline cannot edit; the message says how to fix it."""
 
 

@@ -24,10 +24,12 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import HiLoError
+
 _FILL_MODULE = "diffusers.pipelines.flux.pipeline_flux_fill"
 
 
-class FillPlanningError(ValueError):
+class FillPlanningError(HiLoError, ValueError):
     """A Fill pipeline call HiLo cannot plan; the message says what to pass instead."""
 
 

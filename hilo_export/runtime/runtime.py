@@ -9,14 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..export.backends import Backend, Profile, Runner, get_backend
-from ..export.dtypes import from_numpy, to_numpy
-from ..export.manifest import ManifestError, all_files, read_manifest, read_verified, verify_files
+from ..errors import HiLoError
+from ..folder.backends import Backend, Profile, Runner, get_backend
+from ..folder.dtypes import from_numpy, to_numpy
+from ..folder.manifest import ManifestError, all_files, read_manifest, read_verified, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, TokenPlan, plan_tokens
 
 
-class RuntimeInputError(ValueError):
+class RuntimeInputError(HiLoError, ValueError):
     """Inputs that do not fit the engines; the message says what was expected."""
 
 

@@ -23,6 +23,7 @@ place only once it validates.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,10 +31,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..export.manifest import all_files, entry_path, read_manifest, value_info, verify_files
+from ..errors import HiLoError
+from ..folder.manifest import all_files, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import LowFreqLayout
 from . import router as router_module
+
+log = logging.getLogger(__name__)
 
 PLANNER = "planner"
 STEP = "hilo_edit_step"
@@ -46,7 +50,7 @@ _DTYPES = {
 _INSTALL_HINT = "pip install 'tritonclient[grpc]' (or pip install 'hilo-export[serving]')"
 
 
-class TritonRepoError(ValueError):
+class TritonRepoError(HiLoError, ValueError):
     """A repository that cannot be written or does not validate; the message says how to fix it."""
 
 
@@ -214,7 +218,7 @@ def _scalar(value: Any) -> str:
 
 
 def write_repository(folder: Path, out: Path, backend: str | None = None, max_batch: int = 0, force: bool = False,
-                     progress: Callable[[str], None] = print) -> Path:
+                     progress: Callable[[str], None] = log.info) -> Path:
     """Write and validate the repository for ``folder`` at ``out``; returns ``out``.
 
     Nothing is written outside ``out`` (and its staging folder beside it): every file the manifest

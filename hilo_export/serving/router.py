@@ -20,6 +20,12 @@ from typing import Any
 
 import numpy as np
 
+try:  # inside Triton the Python backend has no hilo_export: there the router's errors stand alone
+    from hilo_export.errors import HiLoError
+except ImportError:  # pragma: no cover - exercised only inside a Triton model repository
+    class HiLoError(Exception):  # type: ignore[no-redef]
+        """Stand-in for hilo_export.errors.HiLoError where hilo_export is not installed."""
+
 ROUTING_FILE = "routing.json"
 ROUTING_FORMAT = 2  # 2: buckets carry kept_min (exact sizing runs a range of lengths)
 IMAGE, MASK, FILL, OUTPUT, BUCKET = "image", "mask", "fill", "output", "bucket"
@@ -27,7 +33,7 @@ IMAGE, MASK, FILL, OUTPUT, BUCKET = "image", "mask", "fill", "output", "bucket"
 RunModel = Callable[[str, dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 
 
-class RequestError(ValueError):
+class RequestError(HiLoError, ValueError):
     """A request this model cannot serve; the message says what to send instead."""
 
 

@@ -106,5 +106,5 @@ def test_bench_command_refuses_bad_settings(tmp_path):
     for args, message in ((["--repeats", "0"], "repeats must be at least 1"),
                           (["--skip-latency", "--skip-fidelity"], "nothing to measure")):
         result = CliRunner().invoke(main, ["bench", "--quick", "--out", str(tmp_path / "r"), *args])
-        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()

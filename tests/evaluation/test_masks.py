@@ -84,4 +84,4 @@ def test_masks_command_writes_the_suite(tmp_path):
         assert len(files) == 3
         assert Image.open(files[0]).size == (96, 64)
     bad = CliRunner().invoke(main, ["masks", "--out", str(tmp_path), "--resolution", "big"])
-    assert bad.exit_code == 1 and "WIDTHxHEIGHT" in bad.output
+    assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.output

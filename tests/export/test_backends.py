@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hilo_export.export.backends import BackendError, Profile, get_backend, trt
+from hilo_export.folder.backends import BackendError, Profile, get_backend, trt
 
 SHAPES = {"hidden_states": [1, 240, 16], "keep_indices": [1, "k_kept"], "img_ids": [240, 3]}
 
@@ -53,8 +53,8 @@ def test_unknown_backend():
 
 
 def test_ort_runner_shares_one_session_or_fixes_k(built):
-    from hilo_export.export import read_manifest
-    from hilo_export.export.backends.ort import OrtBackend
+    from hilo_export.folder import read_manifest
+    from hilo_export.folder.backends.ort import OrtBackend
 
     manifest = read_manifest(built)
     path = built / manifest["graphs"]["hilo"]["files"][0]["path"]
@@ -74,8 +74,8 @@ def test_ort_runner_shares_one_session_or_fixes_k(built):
 def test_ort_sessions_of_both_graphs_share_one_copy_of_the_weights(built):
     import onnx
 
-    from hilo_export.export import read_manifest
-    from hilo_export.export.backends.ort import OrtBackend
+    from hilo_export.folder import read_manifest
+    from hilo_export.folder.backends.ort import OrtBackend
 
     manifest = read_manifest(built)
     bucket = next(b for b in manifest["buckets"] if b["graph"] == "hilo")

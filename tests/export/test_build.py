@@ -6,8 +6,8 @@ from conftest import BUILD_RESOLUTION
 
 from hilo_export.export import BuildError, BuildRequest, build, parse_resolution
 from hilo_export.export import builder as build_module
-from hilo_export.export.manifest import SCHEMA_VERSION, read_manifest, sha256_file
-from hilo_export.model import PLUGIN_ATTRIBUTES, load_model
+from hilo_export.folder.manifest import SCHEMA_VERSION, read_manifest, sha256_file
+from hilo_export.model import PLUGIN_ATTRIBUTES, ModelError, load_model
 
 
 def quiet(_):
@@ -198,7 +198,7 @@ def test_resolution_parsing():
 
 
 def test_engine_key_covers_what_defines_an_engine():
-    from hilo_export.export import Profile
+    from hilo_export.folder import Profile
 
     base = ("onnx-sha", [Profile("s", 10)], "fp32", "trt", "10.7", "sm_90")
     key = build_module._engine_key(*base)
@@ -220,7 +220,7 @@ def test_a_model_family_without_adapter_is_a_clear_error(tmp_path):
         sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
         joint_attention_dim=16, caption_projection_dim=16, pooled_projection_dim=16, out_channels=4,
     ).save_pretrained(tmp_path / "sd3")
-    with pytest.raises(BuildError, match="no HiLo adapter for SD3Transformer2DModel"):
+    with pytest.raises(ModelError, match="no HiLo adapter for SD3Transformer2DModel"):
         build(BuildRequest(str(tmp_path / "sd3"), resolution=(64, 64), out_dir=tmp_path / "e"), progress=quiet)
 
 

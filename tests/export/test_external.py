@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hilo_export.export.external import Placement, linear_weights, plan_weights, read_transposed
-from hilo_export.export.manifest import read_manifest
+from hilo_export.folder.manifest import read_manifest
 from hilo_export.model import load_model
 from hilo_export.model.weights import StateDictWeights
 

@@ -12,8 +12,8 @@ from filelock import FileLock
 from hilo_export.cli import main
 from hilo_export.export import BuildError, BuildRequest, build
 from hilo_export.export import builder as build_module
-from hilo_export.export.manifest import DIGEST, ManifestError, read_manifest, write_manifest
 from hilo_export.files import atomic_path
+from hilo_export.folder.manifest import DIGEST, ManifestError, read_manifest, write_manifest
 from hilo_export.runtime import HiLoRuntime
 from hilo_export.serving.repository import TritonRepoError, write_repository
 
@@ -71,7 +71,7 @@ def test_triton_never_writes_outside_out(built_copy, tmp_path):
         data_["graphs"]["full"]["files"].append({**data, "path": "../../../victim.txt"})
     rewrite(built_copy, add_data)
     result = CliRunner().invoke(main, ["triton", str(built_copy), "--out", str(tmp_path / "r" / "repo")])
-    assert result.exit_code == 1 and "outside its folder" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "outside its folder" in result.output and "Traceback" not in result.output
     assert victim.read_text() == "keep me" and not (tmp_path / "r" / "repo").exists()
 
 
@@ -132,7 +132,7 @@ def empty_buckets(data):
 def test_a_malformed_manifest_is_one_clear_error(built_copy, change, command):
     rewrite(built_copy, change)
     result = CliRunner().invoke(main, [part.format(built_copy) for part in command])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert "malformed" in result.output and "rebuild the folder" in result.output
     assert not isinstance(result.exception, (KeyError, TypeError, IndexError))
 
@@ -185,9 +185,9 @@ def test_unwritable_output_is_a_clear_error(built_copy, tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
     result = CliRunner().invoke(main, ["build", "--model", "tiny-flux", "--resolution", "32x32", "--out", str(blocker / "x")])
-    assert result.exit_code == 1 and "choose a writable --out" in result.output, result.output
+    assert result.exit_code == 2 and "choose a writable --out" in result.output, result.output
     result = CliRunner().invoke(main, ["triton", str(built_copy), "--out", str(blocker / "repo")])
-    assert result.exit_code == 1 and "choose a writable --out" in result.output, result.output
+    assert result.exit_code == 2 and "choose a writable --out" in result.output, result.output
 
     from hilo_export import files
 

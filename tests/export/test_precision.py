@@ -7,7 +7,8 @@ import torch
 from click.testing import CliRunner
 
 from hilo_export.cli import main
-from hilo_export.export import BackendError, BuildRequest, build, read_manifest
+from hilo_export.export import BuildRequest, build
+from hilo_export.folder import BackendError, read_manifest
 from hilo_export.runtime import HiLoRuntime
 
 RESOLUTION = (64, 48)  # 4 x 3 tokens of 16 px: a build in seconds

@@ -78,7 +78,7 @@ def test_rejections_name_the_node_and_the_reason(tmp_path, case, reason):
         assert all("'bad'" in f for f in found if reason in f)
 
 
-def test_validate_trt_check_exits_1_naming_the_node(tmp_path, built_copy, monkeypatch):
+def test_validate_trt_check_exits_3_naming_the_node(tmp_path, built_copy, monkeypatch):
     from hilo_export.cli import main
     from hilo_export.export import trt_check
 
@@ -86,5 +86,5 @@ def test_validate_trt_check_exits_1_naming_the_node(tmp_path, built_copy, monkey
     table["operators"]["MatMul"] = {"supported": False}
     monkeypatch.setattr(trt_check, "support_table", lambda version="10.1": table)
     result = CliRunner().invoke(main, ["validate", str(built_copy), "--trt-check"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "does not support MatMul" in result.output and "node 'node_MatMul" in result.output

@@ -4,7 +4,7 @@ import torch
 from conftest import TOKEN, flux_inputs, grid_ids, textured_image, tiny_flux
 
 from hilo_export import HiLoTransformer, PlannerConfig, plan_batch, plan_tokens
-from hilo_export.model import PlanTensors, compress
+from hilo_export.model import ModelError, PlanTensors, compress
 
 H, W = 12, 16  # token grid of the tests (non-square); low-frequency blocks of 4 -> 3 x 4 blocks
 LOWFREQ = PlannerConfig(lowfreq_factor=4)
@@ -191,7 +191,7 @@ def test_errors_name_the_fix(flux_model):
         run(model, inputs, plan=[plan])
     with pytest.raises(ValueError, match="not supported"):
         run(model, inputs, plan=plan, controlnet_block_samples=[torch.zeros(1)])
-    with pytest.raises(TypeError, match="no HiLo adapter for Linear"):
+    with pytest.raises(ModelError, match="no HiLo adapter for Linear"):
         HiLoTransformer(torch.nn.Linear(2, 2))
 
 

@@ -65,8 +65,9 @@ def test_weights_that_do_not_fit_the_config_are_a_clear_error(sharded, tmp_path)
 
 
 def test_a_build_from_shards_streams_the_weights_into_the_shared_file(sharded, tmp_path):
-    from hilo_export.export import BuildRequest, build, read_manifest
+    from hilo_export.export import BuildRequest, build
     from hilo_export.export.external import linear_weights
+    from hilo_export.folder import read_manifest
 
     folder, model = sharded
     out = build(BuildRequest(str(folder), buckets="s", resolution=(64, 48), text_len=8, out_dir=tmp_path / "e"),

@@ -54,7 +54,7 @@ def test_a_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
         warnings.simplefilter("error")
         for command in (["plan"], ["edit", "--out", str(tmp_path / "never.png")]):
             result = CliRunner().invoke(main, [*command, "--image", str(tmp_path / "big.png")])
-            assert result.exit_code == 1 and "too large to decode safely" in result.output, result.output
+            assert result.exit_code == 2 and "too large to decode safely" in result.output, result.output
             assert "Traceback" not in result.output
     assert not (tmp_path / "never.png").exists()
 
@@ -90,7 +90,7 @@ def test_a_bad_config_json_is_a_clear_error(tmp_path, config):
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(config)
     result = CliRunner().invoke(main, ["build", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "config.json" in result.output
 
 
@@ -98,7 +98,7 @@ def test_a_bad_config_json_is_a_clear_error(tmp_path, config):
 def test_huge_resolutions_are_refused_before_any_work(tmp_path, resolution):
     for command in (["build", "--model", "tiny-flux"], ["masks"]):
         result = CliRunner().invoke(main, [*command, "--resolution", resolution, "--out", str(tmp_path / "out")])
-        assert result.exit_code == 1 and "each side must be 1 to 8192 pixels" in result.output, result.output
+        assert result.exit_code == 2 and "each side must be 1 to 8192 pixels" in result.output, result.output
     assert not (tmp_path / "out").exists()
 
 

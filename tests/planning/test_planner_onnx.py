@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hilo_export.export import read_manifest
+from hilo_export.folder import read_manifest
 from hilo_export.planning import (
     PlanError,
     PlannerConfig,

@@ -49,7 +49,7 @@ def _run(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
 
 def _golden(folder: Path) -> dict:
     """What the Python side says for this folder: table, bucket choices, real plans, errors."""
-    from hilo_export.export import read_manifest
+    from hilo_export.folder import read_manifest
     from hilo_export.planning import parse_buckets
     from hilo_export.planning.plan import _choose_bucket, mandatory_tokens
     from hilo_export.runtime import HiLoRuntime

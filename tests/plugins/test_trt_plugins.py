@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
-from hilo_export.export import BackendError
-from hilo_export.export.backends.trt import hilo_plugins, plugin_digest
+from hilo_export.folder import BackendError
+from hilo_export.folder.backends.trt import hilo_plugins, plugin_digest
 from hilo_export.model import token_gather, token_scatter
 
 hilo_trt = hilo_plugins()
@@ -238,7 +238,7 @@ def test_register_says_what_is_missing():
 
 
 def test_plugins_flag_needs_the_tensorrt_backend():
-    from hilo_export.export import get_backend
+    from hilo_export.folder import get_backend
 
     with pytest.raises(BackendError, match="--plugins .* needs --backend trt"):
         get_backend("ort", plugins=True)
@@ -250,13 +250,13 @@ def test_cli_build_plugins_refuses_clearly(tmp_path):
     from hilo_export.cli import main
 
     result = CliRunner().invoke(main, ["build", "--backend", "ort", "--plugins", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "needs --backend trt" in result.output
 
 
 def test_engine_key_covers_the_plugins():
-    from hilo_export.export import Profile
     from hilo_export.export.builder import _engine_key
+    from hilo_export.folder import Profile
 
     args = ("sha", [Profile("s", 70)], "fp16", "trt", "10.9", "H100 sm_90")
     assert _engine_key(*args) != _engine_key(*args, plugin_digest())
@@ -270,7 +270,7 @@ def test_engine_key_covers_the_plugins():
 # then), so the interpreted run gets a fresh process with TRITON_INTERPRET=1 from the start.
 INTERPRETED = """
 import torch
-from hilo_export.export.backends.trt import hilo_plugins
+from hilo_export.folder.backends.trt import hilo_plugins
 from hilo_export.model import token_gather, token_scatter
 hilo_plugins()  # puts plugins/tensorrt on the path when hilo_trt is not installed
 import hilo_trt.kernels as kernels

@@ -208,11 +208,11 @@ def test_edit_command_checks_every_argument_before_a_build(fill_folder, built, t
         return CliRunner().invoke(main, ["edit", "--out", "never.png", *args])
 
     result = edit("--model", str(fill_folder), "--image", "odd.png", "--mask", "odd-mask.png")
-    assert result.exit_code == 1 and "multiples of 16 px" in result.output
+    assert result.exit_code == 2 and "multiples of 16 px" in result.output
     result = edit("--model", str(fill_folder), "--engines", str(built), "--image", "in.png", "--mask", "mask.png")
-    assert result.exit_code == 1 and f"not of {fill_folder}" in result.output
+    assert result.exit_code == 2 and f"not of {fill_folder}" in result.output
     result = edit("--model", str(fill_folder / "transformer"), "--image", "in.png", "--mask", "mask.png")
-    assert result.exit_code == 1 and "no model_index.json" in result.output
+    assert result.exit_code == 2 and "no model_index.json" in result.output
     result = edit("--model", "someone/not-cached", "--image", "in.png", "--mask", "mask.png")
-    assert result.exit_code == 1 and "not a built-in" in result.output
+    assert result.exit_code == 2 and "not a built-in" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "mask.png", "odd-mask.png", "odd.png"]

@@ -113,11 +113,11 @@ def test_edit_command_errors_are_clear(tmp_path, reference_built, built, monkeyp
     Image.fromarray(np.zeros((EDIT_SIZE, EDIT_SIZE), np.uint8)).save(tmp_path / "empty.png")
     common = ["--image", str(tmp_path / "in.png"), "--out", str(tmp_path / "never.png")]
     result = CliRunner().invoke(main, ["edit", "--engines", str(reference_built), "--mask", str(tmp_path / "empty.png"), *common])
-    assert result.exit_code == 1 and "mask is empty" in result.output
+    assert result.exit_code == 2 and "mask is empty" in result.output
     Image.fromarray(np.full((EDIT_SIZE // 2, EDIT_SIZE), 255, np.uint8)).save(tmp_path / "half.png")
     before = sorted(tmp_path.iterdir())
     result = CliRunner().invoke(main, ["edit", "--mask", str(tmp_path / "half.png"), *common])  # no --engines: would build
-    assert result.exit_code == 1 and "mask of the image's size" in result.output
+    assert result.exit_code == 2 and "mask of the image's size" in result.output
     assert sorted(tmp_path.iterdir()) == before and not any(workdir.iterdir())  # nothing built
     Image.fromarray(np.full((EDIT_SIZE, EDIT_SIZE), 255, np.uint8)).save(tmp_path / "full.png")
     for bad in (["--steps", "0"], ["--seed", "-1"]):  # refused before any build, not after it
@@ -129,5 +129,5 @@ def test_edit_command_errors_are_clear(tmp_path, reference_built, built, monkeyp
     with pytest.raises(edit_module.EditError, match="steps must be"):
         edit_module.run_edit(image, np.ones((EDIT_SIZE, EDIT_SIZE), bool), steps=0)
     result = CliRunner().invoke(main, ["edit", "--engines", str(built), "--mask", str(tmp_path / "full.png"), *common])
-    assert result.exit_code == 1 and "reference model's engines" in result.output
+    assert result.exit_code == 2 and "reference model's engines" in result.output
     assert not (tmp_path / "never.png").exists()

@@ -7,7 +7,7 @@ import torch
 from conftest import BUILD_RESOLUTION, built_step_inputs, textured_image
 
 from hilo_export import HiLoTransformer
-from hilo_export.export import ManifestError
+from hilo_export.folder import ManifestError
 from hilo_export.model import load_model
 from hilo_export.runtime import HiLoRuntime, RuntimeInputError
 
@@ -71,7 +71,7 @@ def test_exact_plans_of_one_bucket_run_at_their_own_lengths(built_exact, referen
 
 
 def test_a_fixed_k_session_cannot_serve_exact_plans(built_exact):
-    from hilo_export.export.backends.ort import OrtBackend
+    from hilo_export.folder.backends.ort import OrtBackend
 
     fixed = HiLoRuntime.load(built_exact, backend=OrtBackend(fix_k=True))
     with pytest.raises(RuntimeInputError, match="build with --sizing padded"):
@@ -146,7 +146,7 @@ def test_an_edited_manifest_is_refused(built_copy):
 
 
 def test_planning_needs_no_engine_backend(built):
-    from hilo_export.export import BackendError, read_manifest
+    from hilo_export.folder import BackendError, read_manifest
 
     manifest = read_manifest(built)
     manifest["backend"] = {"name": "trt", "version": "10.7", "device": "NVIDIA H100 sm_90"}

@@ -3,8 +3,8 @@
 import pytest
 from conftest import built_step_inputs, textured_image
 
-from hilo_export.export.backends.ort import OrtBackend
-from hilo_export.export.manifest import ManifestError, read_manifest
+from hilo_export.folder.backends.ort import OrtBackend
+from hilo_export.folder.manifest import ManifestError, read_manifest
 from hilo_export.runtime import HiLoRuntime
 
 

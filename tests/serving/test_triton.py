@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import BUILD_RESOLUTION, built_step_inputs, textured_image
 
 from hilo_export.cli import main
-from hilo_export.export.manifest import file_entry, read_manifest, write_manifest
+from hilo_export.folder.manifest import file_entry, read_manifest, write_manifest
 from hilo_export.runtime import HiLoRuntime
 from hilo_export.serving.repository import (
     TritonRepoError,
@@ -158,7 +158,7 @@ def test_triton_command(served, tmp_path):
     step = parse_config(out / "hilo_edit_step" / "config.pbtxt")
     assert step.max_batch_size == 4 and step.HasField("dynamic_batching")
     again = CliRunner().invoke(main, ["triton", str(served), "--out", str(out)])
-    assert again.exit_code == 1 and "--force" in again.output
+    assert again.exit_code == 2 and "--force" in again.output
     forced = CliRunner().invoke(main, ["triton", str(served), "--out", str(out), "--force"])
     assert forced.exit_code == 0 and parse_config(out / "hilo_edit_step" / "config.pbtxt").max_batch_size == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind

@@ -12,14 +12,23 @@ from typing import Any, Iterator
 
 import torch
 
+from ..loading import ModelError
 from ..sequence import PlanTensors, compress
+from .base import DeclaredInputs, Input
 
 
-class FluxAdapter:
+class FluxAdapter(DeclaredInputs):
     family = "flux"
     model_classes = ("FluxTransformer2DModel",)
-    # forward inputs with a batch axis: a batch with several plans is split along them
-    batched_inputs = ("hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "guidance")
+    inputs = (
+        Input("hidden_states", ("batch", "tokens", "in_channels")),
+        Input("encoder_hidden_states", ("batch", "text", "joint_attention_dim")),
+        Input("pooled_projections", ("batch", "pooled_projection_dim")),
+        Input("timestep", ("batch",), example="uniform"),
+        Input("img_ids", ("tokens", 3), example="grid_ids", model_dtype=False),
+        Input("txt_ids", ("text", 3), example="zeros", model_dtype=False),
+        Input("guidance", ("batch",), when="guidance_embeds", example=3.5),
+    )
     unsupported_inputs = ("controlnet_block_samples", "controlnet_single_block_samples")
 
     def out_channels(self, model: torch.nn.Module) -> int:
@@ -32,11 +41,11 @@ class FluxAdapter:
         """Predictions for the HiLo sequence, [B, L + K, out_channels]."""
         img_ids = inputs["img_ids"]
         if img_ids is None:
-            raise ValueError("Flux needs img_ids (the [N, 3] image token positions) to place the kept tokens")
+            raise ModelError("Flux needs img_ids (the [N, 3] image token positions) to place the kept tokens")
         if img_ids.ndim == 3:  # diffusers' deprecated batched form; positions are shared
             img_ids = img_ids[0]
         if img_ids.shape[0] != n_tokens:
-            raise ValueError(f"img_ids has {img_ids.shape[0]} rows but the plan's grid has {n_tokens} tokens")
+            raise ModelError(f"img_ids has {img_ids.shape[0]} rows but the plan's grid has {n_tokens} tokens")
         sequence = compress(inputs["hidden_states"], plan)
         positions = compress(img_ids[None].float(), plan.first())[0]
         return model(
@@ -50,34 +59,6 @@ class FluxAdapter:
             joint_attention_kwargs=inputs.get("joint_attention_kwargs"),
             return_dict=False,
         )[0]
-
-    # ------------------------------------------------------------ export
-
-    def input_names(self, model: torch.nn.Module) -> list[str]:
-        """The full-grid engine inputs, in engine order (example_inputs gives them in this order)."""
-        names = ["hidden_states", "encoder_hidden_states", "pooled_projections", "timestep", "img_ids", "txt_ids"]
-        return [*names, "guidance"] if model.config.guidance_embeds else names
-
-    def example_inputs(self, model: torch.nn.Module, batch: int, grid: tuple[int, int], text_len: int,
-                       dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """Full-grid engine inputs in engine order (the plan tensors are added by the exporter)."""
-        cfg = model.config
-        h, w = grid
-        g = torch.Generator().manual_seed(0)
-        img_ids = torch.zeros(h * w, 3)
-        img_ids[:, 1] = torch.arange(h).repeat_interleave(w)
-        img_ids[:, 2] = torch.arange(w).repeat(h)
-        inputs = {
-            "hidden_states": torch.randn(batch, h * w, cfg.in_channels, generator=g, dtype=dtype),
-            "encoder_hidden_states": torch.randn(batch, text_len, cfg.joint_attention_dim, generator=g, dtype=dtype),
-            "pooled_projections": torch.randn(batch, cfg.pooled_projection_dim, generator=g, dtype=dtype),
-            "timestep": torch.rand(batch, generator=g, dtype=dtype),
-            "img_ids": img_ids,
-            "txt_ids": torch.zeros(text_len, 3),
-        }
-        if cfg.guidance_embeds:
-            inputs["guidance"] = torch.full((batch,), 3.5, dtype=dtype)
-        return inputs
 
     @contextmanager
     def export_mode(self, model: torch.nn.Module) -> Iterator[None]:

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from ..errors import HiLoError
 from ..files import atomic_path
 
 MANIFEST = "manifest.json"
@@ -22,7 +23,7 @@ SCHEMA_VERSION = 2  # 2: buckets carry kept_min and a min/opt/max profile (exact
 DIGEST = "manifest_sha256"  # catches edits: the engines were built for exactly this content
 
 
-class ManifestError(RuntimeError):
+class ManifestError(HiLoError, RuntimeError):
     """A built folder that cannot be used as it is; the message says how to fix it."""
 
 

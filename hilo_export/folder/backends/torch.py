@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..graph import EngineGraph
-
 
 class TorchRunner:
-    def __init__(self, graph: EngineGraph):
+    def __init__(self, graph: torch.nn.Module):
+        """``graph``: a module with ``input_names`` and ``output_names`` (export.graph.EngineGraph)."""
         self._graph = graph.eval()
         self.output_names = list(graph.output_names)
 

@@ -13,8 +13,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ...errors import HiLoError
 
-class BackendError(RuntimeError):
+
+class BackendError(HiLoError, RuntimeError):
     """A backend is missing or cannot run here; the message says what to install or change."""
 
 
