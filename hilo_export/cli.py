@@ -315,7 +315,8 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
 
 
 @main.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", default=Path("engines/masks"), show_default=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Folder for small/, medium/ and large/.")
 @click.option("--resolution", default="1024x1024", show_default=True, help="Mask size, WIDTHxHEIGHT.")
 @click.option("--per-category", default=32, show_default=True, help="Masks per category (small, medium, large).")
 @click.option("--seed", default=0, show_default=True)
@@ -378,3 +379,7 @@ def triton(folder, out_dir, backend, max_batch, force) -> None:
 
     write_repository(folder, out_dir, backend=backend, max_batch=max_batch, force=force)
     click.echo(str(out_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -20,8 +20,17 @@ class HiLoError(Exception):
     """An error the user can fix; the message says how."""
 
 
+def install_hint(extra: str) -> str:
+    """The pip line that brings an optional part of the package (pyproject.toml's extras)."""
+    if extra == "ort":  # two wheels provide the module onnxruntime; the user picks the one for the machine
+        return "pip install 'hilo-export[cpu]' (on a CUDA machine: pip install 'hilo-export[gpu]')"
+    return f"pip install 'hilo-export[{extra}]'"
+
+
 def require(module: str, error: type[HiLoError], hint: str) -> ModuleType:
-    """Import an optional dependency where it is used; raise ``error`` with the install line."""
+    """Import an optional dependency where it is used; raise ``error`` with the install line.
+
+    ``hint`` says what needs the module and how to install it, e.g. ``install_hint("eval")``."""
     try:
         return importlib.import_module(module)
     except ImportError as err:

@@ -2,12 +2,15 @@
 # Create (or update) the project's virtual environment in .venv and install hilo-export
 # with its test tools. Safe to run again: an up-to-date environment installs nothing.
 #   HILO_PYTHON  interpreter to build the venv from (default: python3)
+#   HILO_EXTRAS  extras to install (default: cpu,test: ONNX Runtime's CPU wheel and what the
+#                tests run; on a CUDA machine gpu,test)
 #   HILO_TORCH   torch requirement installed first (default: torch==2.13.0, the CPU wheel
 #                here; elsewhere add e.g. --index-url https://download.pytorch.org/whl/cpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${HILO_PYTHON:-python3}
 torch_spec=${HILO_TORCH:-torch==2.13.0}
+extras=${HILO_EXTRAS:-cpu,test}
 
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($python --version)"
@@ -23,12 +26,12 @@ fi
 # The editable install only changes when pyproject.toml does: a stamp of it skips pip (and its
 # index look-ups) on a second run.
 stamp=.venv/.hilo-export-setup
-wanted=$(sha256sum pyproject.toml | cut -d' ' -f1)
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && .venv/bin/python -c 'import hilo_export' 2>/dev/null; then
-    echo "setup: hilo-export and its test tools are up to date"
+    echo "setup: hilo-export[$extras] is up to date"
 else
-    echo "setup: installing hilo-export and its test tools"
-    "${pip[@]}" install -e '.[test]'
+    echo "setup: installing hilo-export[$extras]"
+    "${pip[@]}" install -e ".[$extras]"
     echo "$wanted" > "$stamp"
 fi
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -8,7 +8,7 @@ built for. The DiT's full-grid inputs (hidden_states, encoder_hidden_states, ...
 an .npz file with one array per input name, or, with --random, are made up for a smoke test
 (random values; img_ids as the token grid; txt_ids zero). --check runs the same request
 through HiLoRuntime on a local copy of the engine folder and prints the difference.
-Needs tritonclient[http] (pip install 'tritonclient[http]').
+Needs tritonclient[http]: pip install 'hilo-export[serving]'.
 """
 
 from __future__ import annotations
@@ -49,9 +49,6 @@ def made_up(name: str, shape: list[int], dtype: np.dtype, n_tokens: int, height:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import tritonclient.http as httpclient
-    from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="localhost:8000", help="Triton HTTP endpoint")
     parser.add_argument("--image", required=True)
@@ -63,6 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.random):
         sys.exit("give the DiT inputs with --inputs FILE.npz, or --random for a smoke test")
+    try:  # imported after parsing, so --help works without the serving extra
+        import tritonclient.http as httpclient
+        from tritonclient.utils import np_to_triton_dtype, triton_to_np_dtype
+    except ImportError as err:
+        sys.exit(f"this client needs tritonclient[http]: pip install 'hilo-export[serving]' ({err})")
 
     client = httpclient.InferenceServerClient(url=args.url)
     if not client.is_model_ready(MODEL):

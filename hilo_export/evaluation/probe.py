@@ -29,6 +29,7 @@ import torch
 from ..planning.buckets import FULL
 from ..reference import model as ref
 from ..reference.procedural import FAMILIES, procedural_image
+from .errors import require_eval
 from .masks import mask_suite
 from .metrics import Pooled
 
@@ -61,7 +62,7 @@ def probe_set(size: int, per_family: int = 2, seed: int = PROBE_SEED) -> list[Pr
 
 def classical_fills(image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """The hole filled from its border without a model: push-pull (the model's pre-fill) and biharmonic."""
-    from skimage.restoration import inpaint_biharmonic
+    inpaint_biharmonic = require_eval("skimage.restoration", "the biharmonic fill baseline").inpaint_biharmonic
 
     pixels = ref.to_tensor(image)
     hole = torch.from_numpy(mask.astype(np.float32))[None, None]

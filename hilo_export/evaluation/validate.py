@@ -24,6 +24,7 @@ from ..folder.manifest import ManifestError
 from ..model.adapters import adapter_for
 from ..model.loading import load_model
 from ..runtime.runtime import HiLoRuntime
+from .errors import require_eval
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,11 @@ class BucketResult:
 
 
 def validate(folder: Path, progress: Callable[[str], None] = log.info, verbose: bool = False) -> list[BucketResult]:
-    from polygraphy.comparator import Comparator, SimpleCompareFunc
-    from polygraphy.logger import G_LOGGER
-
+    comparator = require_eval("polygraphy.comparator", "validate")
+    Comparator, SimpleCompareFunc = comparator.Comparator, comparator.SimpleCompareFunc
+    G_LOGGER = require_eval("polygraphy.logger", "validate").G_LOGGER
     G_LOGGER.module_severity = G_LOGGER.INFO if verbose else G_LOGGER.WARNING
+    G_LOGGER.colors = False  # plain text in our log; with colors on it also warns when `colored` is missing
 
     runtime = HiLoRuntime.load(folder)
     manifest = runtime.manifest
@@ -70,9 +72,9 @@ def validate(folder: Path, progress: Callable[[str], None] = log.info, verbose: 
         keep = example_keep(spec.n_tokens, bucket["kept"], seed=len(results))
         feeds = {name: value.numpy() for name, value in graph.example_feed(keep).items()}
         name = bucket["name"]
-        engine = _PolygraphyRunner(f"{manifest['backend']['name']}[{name}]", feeds, lambda f, n=name: runtime.run_bucket(n, f))
+        engine = _polygraphy_runner(f"{manifest['backend']['name']}[{name}]", feeds, lambda f, n=name: runtime.run_bucket(n, f))
         reference = TorchRunner(graph)
-        torch_runner = _PolygraphyRunner(f"torch[{name}]", feeds, lambda f, r=reference, n=name: r.run(n, f))
+        torch_runner = _polygraphy_runner(f"torch[{name}]", feeds, lambda f, r=reference, n=name: r.run(n, f))
         run_results = Comparator.run([engine, torch_runner], data_loader=[feeds])
         accuracy = Comparator.compare_accuracy(run_results, compare_func=SimpleCompareFunc(atol=atol, rtol=rtol))
         (_, engine_out), (_, torch_out) = [(r, outs[0]) for r, outs in run_results.items()]
@@ -86,37 +88,29 @@ def validate(folder: Path, progress: Callable[[str], None] = log.info, verbose: 
     return results
 
 
-
-def _runner_base():
+def _polygraphy_runner(name: str, example: dict[str, np.ndarray], infer: Callable[[dict], dict]):
+    """A polygraphy runner around any callable from feeds to outputs (the class is made here, so
+    importing this module needs no polygraphy: it is an optional extra)."""
     from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
 
-    return BaseRunner
+    class CallableRunner(BaseRunner):
+        def activate_impl(self):
+            pass
 
+        def deactivate_impl(self):
+            pass
 
-class _PolygraphyRunner(_runner_base()):
-    """A polygraphy runner around any callable from feeds to outputs."""
+        def get_input_metadata_impl(self):
+            metadata = TensorMetadata()
+            for key, array in example.items():
+                metadata.add(key, array.dtype, array.shape)
+            return metadata
 
-    def __init__(self, name: str, example: dict[str, np.ndarray], infer: Callable[[dict], dict]):
-        super().__init__(name=name)
-        self._example = example
-        self._infer = infer
+        def infer_impl(self, feed_dict):
+            start = time.perf_counter()
+            outputs = OrderedDict(infer(feed_dict))
+            self.inference_time = time.perf_counter() - start
+            return outputs
 
-    def activate_impl(self):
-        pass
-
-    def deactivate_impl(self):
-        pass
-
-    def get_input_metadata_impl(self):
-        from polygraphy.common import TensorMetadata
-
-        metadata = TensorMetadata()
-        for name, array in self._example.items():
-            metadata.add(name, array.dtype, array.shape)
-        return metadata
-
-    def infer_impl(self, feed_dict):
-        start = time.perf_counter()
-        outputs = OrderedDict(self._infer(feed_dict))
-        self.inference_time = time.perf_counter() - start
-        return outputs
+    return CallableRunner(name=name)

@@ -89,6 +89,10 @@ def plan_weights(source: WeightSource, dtype: torch.dtype, path: Path, transpose
     return WeightsFile(path, layout)
 
 
+# below this, writing takes seconds and a tenth-by-tenth report would only repeat "0.00 GB"
+PROGRESS_MIN_BYTES = 10**9
+
+
 def write_weights(source: WeightSource, weights: WeightsFile, progress: Callable[[str], None] = lambda _: None) -> str:
     """Write every tensor of ``source`` where ``weights`` places it, one tensor in memory at a time.
 
@@ -115,7 +119,7 @@ def write_weights(source: WeightSource, weights: WeightsFile, progress: Callable
                 digest.update(chunk)
             position = place.offset + place.length
             del tensor, data  # one tensor in memory at a time
-            if total and position / total >= next_report:
+            if total >= PROGRESS_MIN_BYTES and position / total >= next_report:
                 progress(f"  {position / 1e9:.2f} / {total / 1e9:.2f} GB")
                 next_report += 0.1
         out.flush()

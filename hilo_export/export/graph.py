@@ -10,6 +10,9 @@ the grid). A ``full`` graph keeps every token: K = N, static, no low-frequency t
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -17,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import HiLoError
+from ..errors import HiLoError, install_hint, require
 from ..model.ops import onnx_functions, onnx_translations, token_scatter
 from ..model.sequence import PlanTensors
 from ..model.weights import meta_copy
@@ -109,6 +112,22 @@ def example_keep(n_tokens: int, k: int, seed: int = 0) -> torch.Tensor:
     return torch.sort(torch.randperm(n_tokens, generator=g)[: max(1, k)]).values
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence what the exporter says on every trace that tells the user nothing: four "torchvision
+    is not installed" lines (this package exports no torchvision op) and a FutureWarning about
+    torch's own pytree internals."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*treespec.*LeafSpec", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
                  progress: Callable[[str], None] = lambda _: None) -> Path:
     """Export ``graph`` to ``path`` (written atomically) with its weights in the shared ``weights`` file.
@@ -130,7 +149,7 @@ def export_graph(graph: EngineGraph, path: Path, weights: WeightsFile,
     chunks = attention_chunks(spec.batch, graph.adapter.attention_heads(graph.model), max_len)
     progress(f"tracing {spec.kind} graph ({spec.grid[0]}x{spec.grid[1]} tokens, {spec.precision}, on the meta device"
              + (f", attention in {chunks} query slices)" if chunks > 1 else ")"))
-    with graph.adapter.export_mode(tracer.model), torch.no_grad():
+    with graph.adapter.export_mode(tracer.model), torch.no_grad(), _quiet_exporter():
         try:
             program = torch.onnx.export(
                 tracer,
@@ -241,7 +260,7 @@ def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[s
 
 
 def _ort_runner(path: Path, spec: GraphSpec):
-    import onnxruntime as ort
+    ort = require("onnxruntime", ExportError, f"checking the exported graph needs ONNX Runtime: {install_hint('ort')}")
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

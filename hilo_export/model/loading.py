@@ -61,6 +61,14 @@ class LoadedModel:
         return self.name.replace("/", "--") if self.source == "cache" else Path(self.name).name
 
 
+def accelerate_available() -> bool:
+    """Pass diffusers' ``low_cpu_mem_usage`` explicitly: left at its default without ``accelerate``
+    installed, every ``from_pretrained`` (each pipeline component too) logs a warning that it fell back."""
+    import importlib.util
+
+    return importlib.util.find_spec("accelerate") is not None
+
+
 def load_model(name: str) -> LoadedModel:
     if name == REFERENCE:
         model = load_reference()
@@ -157,7 +165,7 @@ def _from_folder(path: Path) -> torch.nn.Module:
     folder = transformer_folder(path)
     config = folder / "config.json"
     try:
-        return _transformer_class(config).from_pretrained(folder).eval()
+        return _transformer_class(config).from_pretrained(folder, low_cpu_mem_usage=accelerate_available()).eval()
     except (OSError, ValueError, RuntimeError, TypeError) as err:
         # TypeError: a setting of the wrong type (a string where a number belongs) reaches torch
         first = (str(err).splitlines() or [type(err).__name__])[0]

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import install_hint, require
+from .loading import ModelError
+
 # a handful of words is enough for prompts in tests and demos; others map to <unk>
 WORDS = ("a photo of the cup on wooden table spoon coffee remove fill with red blue green cat dog and "
          "background clean empty").split()
@@ -23,6 +26,8 @@ CLIP_LENGTH = 16  # the CLIP tokenizer's model_max_length, and its encoder's pos
 def tiny_fill_pipeline(seed: int = 0, guidance_embeds: bool = True):
     """A ``FluxFillPipeline`` with seeded random weights (float32, CPU)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxFillPipeline, FluxTransformer2DModel
+
+    require("transformers", ModelError, f"a FluxFillPipeline's text encoders need transformers: {install_hint('fill')}")
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     clip_tokenizer = _tokenizer(bos="<|startoftext|>", eos="<|endoftext|>", max_length=CLIP_LENGTH)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import HiLoError
+from ..errors import HiLoError, install_hint
 from ..folder.manifest import all_files, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import LowFreqLayout
@@ -47,7 +47,7 @@ _DTYPES = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
     "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
 }
-_INSTALL_HINT = "pip install 'tritonclient[grpc]' (or pip install 'hilo-export[serving]')"
+_INSTALL_HINT = install_hint("serving")
 
 
 class TritonRepoError(HiLoError, ValueError):

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...errors import install_hint, require
 from ...planning.buckets import K_AXIS
 from . import BackendError, Profile
 
@@ -29,11 +30,7 @@ class OrtBackend:
         """``arena``: ONNX Runtime's CPU arena and memory patterns, off by default (see ``session``).
         ``share_weights``: one in-memory copy of the external weights for all sessions (CPU only; see
         ``SharedWeights``); False lets each session load and pre-pack its own copy."""
-        try:
-            import onnxruntime
-        except ImportError as err:
-            raise BackendError("the ort backend needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu)") from err
-        self._ort = onnxruntime
+        self._ort = require("onnxruntime", BackendError, f"the ort backend needs ONNX Runtime: {install_hint('ort')}")
         self.fix_k = fix_k
         self.threads = threads
         self.arena = arena
