@@ -20,6 +20,8 @@ import numpy as np
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, HiLoError
 from .examples import example_image_path, example_mask_path
 from .export.trt_check import TENSORRT_VERSION
+from .folder.backends import BACKENDS
+from .folder.dtypes import PRECISIONS
 from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
 from .planning.inputs import DEFAULT_TOKEN_SIZE
 from .planning.plan import SIZINGS, PlannerConfig, mask_from_file
@@ -131,8 +133,8 @@ def _echo(message: str) -> None:
               help=f"A local diffusers folder, a model id in the local cache, or a built-in: {', '.join(BUILTIN_NAMES)}.")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets to build (full is always added).")
 @click.option("--resolution", default="1024x1024", show_default=True, help="Image size the engines serve, WIDTHxHEIGHT.")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True)
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), default="fp32", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: engines/<model>-<W>x<H>, where edit and bench look too].")
 @click.option("--token-size", type=int, help="Pixels per DiT token side [default: the model's; 16 for Flux].")
 @click.option("--batch", default=1, show_default=True, help="Batch size the engines are built for.")
@@ -195,33 +197,11 @@ def validate(folder, verbose, trt_check, tensorrt_version) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def inspect(folder, as_json) -> None:
     """Show what a built engine folder holds."""
+    from .folder.describe import describe_manifest
     from .folder.manifest import read_manifest
 
     manifest = read_manifest(folder)
-    if as_json:
-        click.echo(json.dumps(manifest, indent=2))
-        return
-    model, backend = manifest["model"], manifest["backend"]
-    width, height = manifest["resolution"]
-    click.echo(f"{folder}: {model['name']} ({model['class']}, weights {model['weights_sha256'][:12]})")
-    click.echo(
-        f"  {width}x{height} px, token {manifest['token_size']} px, grid {manifest['grid'][0]}x{manifest['grid'][1]}, "
-        f"batch {manifest['batch']}, text {manifest['text_len']} tokens, {manifest['precision']}"
-    )
-    plugins = f" with plugins {', '.join(backend['plugins'])}" if backend.get("plugins") else ""
-    click.echo(f"  backend {backend['name']} {backend['version']} on {backend['device']}{plugins}; planner {manifest['planner']}")
-    for kind, graph in manifest["graphs"].items():
-        check = graph["check"]
-        if "skipped" in check:
-            errors = f"not checked ({check['skipped']})"
-        else:
-            errors = "relative error " + ", ".join(f"K={k}: {v:.1e}" for k, v in check["relative_error"].items())
-        files = ", ".join(f"{f['path']} ({f['bytes'] / 1e6:.1f} MB)" for f in graph["files"] + graph["engine"]["files"])
-        click.echo(f"  graph {kind}: {files}; ORT vs torch {errors}")
-    click.echo(f"  {'bucket':6s} {'fraction':>8s} {'capacity':>8s} {'low-freq':>8s} {'kept':>6s}  graph")
-    for b in manifest["buckets"]:
-        click.echo(f"  {b['name']:6s} {b['fraction']:8.3f} {b['capacity']:8d} {b['n_lowfreq']:8d} {b['kept']:6d}  {b['graph']}")
-    click.echo("  inputs:  " + ", ".join(f"{v['name']} {v['dtype']}{v['shape']}" for v in manifest["graphs"]["full"]["inputs"]))
+    click.echo(json.dumps(manifest, indent=2) if as_json else describe_manifest(manifest, folder))
 
 
 @main.command()
@@ -368,7 +348,7 @@ def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fi
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model repository to write (tritonserver --model-repository OUT).")
-@click.option("--backend", type=click.Choice(["ort", "trt"]),
+@click.option("--backend", type=click.Choice(BACKENDS),
               help="DiT models as onnxruntime (ort) or tensorrt_plan (trt) models [default: the folder's backend].")
 @click.option("--max-batch", default=0, show_default=True,
               help="max_batch_size of hilo_edit_step (0: no batching); each row is one request, planned on its own.")

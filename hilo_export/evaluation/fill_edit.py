@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..export.builder import BuildRequest, build
-from ..model.loading import ModelError, accelerate_available, model_folder
+from ..model.loading import ModelError, accelerate_available, model_folder, quiet_loading
 from ..reference.pipeline import EditResult
 from ..runtime.pipeline import apply
 from ..runtime.runtime import HiLoRuntime
@@ -96,7 +96,8 @@ def load_fill_pipeline(folder: Path) -> Any:
     from diffusers import FluxFillPipeline
 
     try:
-        pipe = FluxFillPipeline.from_pretrained(folder, dtype=torch.float32, low_cpu_mem_usage=accelerate_available())
+        with quiet_loading():
+            pipe = FluxFillPipeline.from_pretrained(folder, dtype=torch.float32, low_cpu_mem_usage=accelerate_available())
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"cannot load the pipeline in {folder}: {str(err).splitlines()[0]}") from None
     pipe.set_progress_bar_config(disable=True)

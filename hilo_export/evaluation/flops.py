@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..model.adapters import adapter_for
+
 # Flux.1-dev's transformer (diffusers' FluxTransformer2DModel defaults, guidance-distilled)
 FLUX1_DEV = dict(
     patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
@@ -51,18 +53,10 @@ def _meta_model(config: dict) -> torch.nn.Module:
 
 
 def _count(model: torch.nn.Module, n: int, text_len: int) -> int:
-    cfg = model.config
+    # the inputs are the adapter's declared table, on an n-token grid; values do not change FLOPs
+    shapes = adapter_for(model).input_shapes(model, batch=1, grid=(1, n), text_len=text_len)
     with torch.device("meta"):
-        inputs = dict(
-            hidden_states=torch.empty(1, n, cfg.in_channels),
-            encoder_hidden_states=torch.empty(1, text_len, cfg.joint_attention_dim),
-            pooled_projections=torch.empty(1, cfg.pooled_projection_dim),
-            timestep=torch.empty(1),
-            img_ids=torch.zeros(n, 3),
-            txt_ids=torch.zeros(text_len, 3),
-        )
-        if cfg.guidance_embeds:
-            inputs["guidance"] = torch.empty(1)
+        inputs = {name: torch.empty(shape) for name, shape in shapes.items()}
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             model(**inputs)
     return counter.get_total_flops()

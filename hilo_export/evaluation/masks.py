@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .errors import EvaluationError
+
 SHAPES = ("scattered", "elongated", "square", "irregular")
 SHAPE_MIX = {"scattered": 0.55, "elongated": 0.34, "square": 0.08, "irregular": 0.03}
 # the paper's average mask ratio per category
@@ -53,10 +55,10 @@ def mask_suite(size: tuple[int, int], per_category: int = 32, seed: int = 0,
                categories: tuple[str, ...] = tuple(CATEGORY_RATIOS)) -> list[SuiteMask]:
     """``per_category`` masks for each category at ``size`` = (width, height), reproducible from ``seed``."""
     if per_category < 1:
-        raise ValueError("per_category must be at least 1")
+        raise EvaluationError("per_category must be at least 1")
     unknown = set(categories) - set(CATEGORY_RATIOS)
     if unknown:
-        raise ValueError(f"unknown mask categories {sorted(unknown)}; choose from {list(CATEGORY_RATIOS)}")
+        raise EvaluationError(f"unknown mask categories {sorted(unknown)}; choose from {list(CATEGORY_RATIOS)}")
     suite = []
     for category in categories:
         # seeded by the category's fixed index: a category's masks do not depend on which others are asked for
@@ -83,9 +85,9 @@ def random_mask(size: tuple[int, int], rng: np.random.Generator, max_ratio: floa
 
 def draw_mask(shape: str, size: tuple[int, int], target: float, rng: np.random.Generator) -> np.ndarray:
     if shape not in SHAPES:
-        raise ValueError(f"unknown mask shape {shape!r}; choose from {list(SHAPES)}")
+        raise EvaluationError(f"unknown mask shape {shape!r}; choose from {list(SHAPES)}")
     if not 0 < target < 1:
-        raise ValueError(f"target mask ratio must be in (0, 1); got {target}")
+        raise EvaluationError(f"target mask ratio must be in (0, 1); got {target}")
     return {"scattered": _scattered, "elongated": _elongated, "square": _square, "irregular": _irregular}[shape](
         size, target, rng
     )

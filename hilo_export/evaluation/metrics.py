@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import EvaluationError
+
 _SSIM_SIGMA = 1.5
 _SSIM_WINDOW = 11
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -19,7 +21,7 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> floa
     diff = a.astype(np.float64) - b.astype(np.float64)
     if region is not None:
         if not region.any():
-            raise ValueError("empty region: PSNR needs at least one pixel")
+            raise EvaluationError("empty region: PSNR needs at least one pixel")
         diff = diff[region]
     mse = float((diff**2).mean())
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
@@ -43,7 +45,7 @@ def ssim(a: np.ndarray, b: np.ndarray, region: np.ndarray | None = None) -> floa
     ssim_map = ssim_map.mean(0)[0].numpy()  # mean over channels
     if region is not None:
         if not region.any():
-            raise ValueError("empty region: SSIM needs at least one pixel")
+            raise EvaluationError("empty region: SSIM needs at least one pixel")
         return float(ssim_map[region].mean())
     return float(ssim_map.mean())
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..planning.buckets import FULL
+from .errors import EvaluationError
 
 
 @dataclass(frozen=True, order=True)
@@ -37,10 +38,10 @@ def timed_lengths(plans: Sequence[Any], groups: int) -> list[tuple[Length, float
     of the plans sorted by length, each represented by its middle plan (lower middle).
     """
     if groups < 1:
-        raise ValueError(f"groups must be at least 1, got {groups}")
+        raise EvaluationError(f"groups must be at least 1, got {groups}")
     n = len(plans)
     if n == 0:
-        raise ValueError("no plans to time")
+        raise EvaluationError("no plans to time")
     lengths = sorted(Length(p.length, int(p.keep_indices.numel()), p.bucket) for p in plans)
     full = [x for x in lengths if x.bucket == FULL]
     rest = [x for x in lengths if x.bucket != FULL]
@@ -61,7 +62,7 @@ def round_ratios(full_s: Sequence[float], times: dict[Length, Sequence[float]],
     """Per round r: ``full_s[r]`` over the weighted mean of ``times[length][r]``."""
     rounds = len(full_s)
     if any(len(times[x]) != rounds for x, _ in weighted):
-        raise ValueError("every length must be timed once per round")
+        raise EvaluationError("every length must be timed once per round")
     return [full_s[r] / sum(w * times[x][r] for x, w in weighted) for r in range(rounds)]
 
 

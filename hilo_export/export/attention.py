@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from .errors import ExportError
+
 # One query slice's float32 scores at most: a few percent of a large model's weights.
 SCORES_BUDGET_BYTES = 256 * 2**20
 
@@ -33,8 +35,6 @@ def chunked_attention_translation(chunks: int) -> dict:
     if chunks <= 1:
         return {}
     from onnxscript import opset18 as op
-
-    from .graph import ExportError
 
     def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if attn_mask is not None or is_causal or dropout_p or enable_gqa:

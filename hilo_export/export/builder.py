@@ -39,8 +39,7 @@ from ..folder.manifest import (
     write_manifest,
 )
 from ..model.adapters import adapter_for
-from ..model.loading import DEFAULT_MODEL, LoadedModel, text_len_for, token_size_for
-from ..model.weights import ExportModel, load_for_export
+from ..model.loading import DEFAULT_MODEL, ExportModel, LoadedModel, load_for_export, text_len_for, token_size_for
 from ..planning.buckets import FULL, K_AXIS, Bucket, format_buckets, kept_range, parse_buckets
 from ..planning.plan import LowFreqLayout, PlannerConfig
 from .external import linear_weights, plan_weights, write_weights

@@ -32,6 +32,7 @@ import torch
 from ..files import atomic_path
 from ..folder.dtypes import to_numpy
 from ..model.weights import WeightSource
+from .errors import ExportError
 
 # offsets of tensors in the file are multiples of this (a page), so runtimes can map them
 ALIGNMENT = 4096
@@ -113,7 +114,7 @@ def write_weights(source: WeightSource, weights: WeightsFile, progress: Callable
                 tensor = tensor.t()
             data = memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
             if data.nbytes != place.length or tuple(tensor.shape) != place.shape:
-                raise ValueError(f"weight {key} changed while the build read it ({tuple(tensor.shape)}, expected {place.shape})")
+                raise ExportError(f"weight {key} changed while the build read it ({tuple(tensor.shape)}, expected {place.shape})")
             for chunk in (bytes(place.offset - position), data):  # alignment padding, then the tensor
                 out.write(chunk)
                 digest.update(chunk)
@@ -135,8 +136,6 @@ def attach(model, weights: WeightsFile, constants: dict[str, torch.Tensor], base
     stored transposed is rewired where it is read (``read_transposed``).
     """
     import onnx_ir as ir
-
-    from .graph import ExportError
 
     for name, value in list(model.graph.initializers.items()):
         if name.startswith(MODEL_PREFIX) and name[len(MODEL_PREFIX):] in weights.layout:

@@ -20,26 +20,23 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import HiLoError, install_hint, require
+from ..errors import install_hint, require
+from ..folder.dtypes import PRECISIONS
 from ..model.ops import onnx_functions, onnx_translations, token_scatter
 from ..model.sequence import PlanTensors
 from ..model.weights import meta_copy
 from ..planning.buckets import K_AXIS
 from ..planning.plan import LowFreqLayout
 from .attention import attention_chunks, chunked_attention_translation
+from .errors import ExportError
 from .external import MODEL_PREFIX, WeightsFile, attach
 from .precision import compute_in_float32
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ONNX_OPSET = 20
 # max |onnx - torch| / max |torch| accepted after export, against float32 torch: fp32 matches
 # to rounding; fp16 and bf16 cost their resolution, and eager torch in that precision misses
 # by as much (Flux width, fp16: 1.7e-2 to 2.3e-2; tiny-flux, bf16: 4.9e-2 to 5.7e-2; README)
 TOLERANCES = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 1e-1}
-
-
-class ExportError(HiLoError, RuntimeError):
-    """Export failed or the exported file does not match torch."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ than prevent overflow; they are applied to both.
 
 from __future__ import annotations
 
+from .errors import ExportError
+
 FLOAT32_OPS = ("LayerNormalization", "Softmax")
 
 
@@ -54,6 +56,6 @@ def compute_in_float32(model) -> int:
         # LayerNormalization's optional mean / inverse-std outputs are never used by the model
         for extra in node.outputs[1:]:
             if extra.uses():
-                raise ValueError(f"{node.name} uses LayerNormalization's statistics outputs; cannot move it to float32")
+                raise ExportError(f"{node.name} uses LayerNormalization's statistics outputs; cannot move it to float32")
         wrapped += 1
     return wrapped

@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import ExportError
+
 TENSORRT_VERSION = "10.1"
 PLUGIN_DOMAINS = ("hilo",)
 _STANDARD = ("", "ai.onnx")
@@ -41,7 +43,7 @@ def support_table(version: str = TENSORRT_VERSION) -> dict[str, Any]:
     path = resources.files("hilo_export") / "data" / "tensorrt" / f"onnx_operators_{version}.json"
     if not path.is_file():
         known = sorted(p.name for p in (resources.files("hilo_export") / "data" / "tensorrt").iterdir())
-        raise ValueError(f"no TensorRT {version} operator table; tables here: {', '.join(known)}")
+        raise ExportError(f"no TensorRT {version} operator table; tables here: {', '.join(known)}")
     return json.loads(path.read_text())
 
 

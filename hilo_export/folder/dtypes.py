@@ -1,10 +1,14 @@
-"""numpy <-> torch for every engine dtype, bfloat16 included (numpy has none: ml_dtypes provides it)."""
+"""The build precisions, and numpy <-> torch for every engine dtype, bfloat16 included (numpy has
+none: ml_dtypes provides it)."""
 
 from __future__ import annotations
 
 import ml_dtypes  # noqa: F401 - registers numpy's "bfloat16" dtype name, used by manifests
 import numpy as np
 import torch
+
+# the build precisions, by the name manifests, the CLI and every backend use: the one table of them
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -5,21 +5,19 @@ Never downloads: a model id must already be in the local Hugging Face cache.
 
 from __future__ import annotations
 
-import hashlib
+import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
-from ..errors import HiLoError
 from ..planning.inputs import DEFAULT_TOKEN_SIZE
-
-
-class ModelError(HiLoError, ValueError):
-    """A model that cannot be found or loaded; the message says what to do."""
-
+from .configs import ModelError, tensors_sha256, transformer_class, transformer_folder
+from .weights import ShardedWeights, StateDictWeights, WeightSource, check_covers, meta_copy, meta_model
 
 # Built-in models: diffusers configs with seeded random weights, for tests, demos and benchmarks.
 BUILTIN_CONFIGS = {
@@ -69,6 +67,28 @@ def accelerate_available() -> bool:
     return importlib.util.find_spec("accelerate") is not None
 
 
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No progress bars from diffusers and transformers while models load: they draw one per shard,
+    pipeline component and weight group, which says nothing the command's own log does not."""
+    import importlib
+
+    restore = []
+    for name in ("diffusers.utils.logging", "transformers.utils.logging"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # transformers is the optional fill extra
+            continue
+        if module.is_progress_bar_enabled():
+            module.disable_progress_bar()
+            restore.append(module.enable_progress_bar)
+    try:
+        yield
+    finally:
+        for enable in restore:
+            enable()
+
+
 def load_model(name: str) -> LoadedModel:
     if name == REFERENCE:
         model = load_reference()
@@ -87,8 +107,6 @@ def load_model(name: str) -> LoadedModel:
 def folder_weights_sha256(path: Path) -> str:
     """The weights digest of a folder, read one tensor at a time: equal to ``weights_sha256`` of the
     model the folder holds (in its stored dtype), so a saved built-in keeps its digest."""
-    from .weights import ShardedWeights, meta_model, transformer_folder
-
     folder = transformer_folder(path)
     return ShardedWeights(folder).sha256(list(meta_model(folder).state_dict()))
 
@@ -120,16 +138,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return tensors_sha256(model.state_dict().items())
 
 
-def tensors_sha256(tensors) -> str:
-    """sha256 of (key, tensor) pairs: names, dtypes, shapes and bytes, in the order given."""
-    digest = hashlib.sha256()
-    for key, tensor in tensors:
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{key}:{data.dtype}:{tuple(data.shape)};".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
-
-
 def _builtin(name: str) -> torch.nn.Module:
     from diffusers import FluxTransformer2DModel
 
@@ -138,34 +146,12 @@ def _builtin(name: str) -> torch.nn.Module:
         return FluxTransformer2DModel(**BUILTIN_CONFIGS[name]).eval()
 
 
-def _transformer_class(config_path: Path):
-    import json
-
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ModelError(f"{config_path} is not valid JSON ({err}); restore the model's config.json") from None
-    if not isinstance(config, dict):
-        raise ModelError(f"{config_path} holds a JSON {type(config).__name__}, not an object of model settings; "
-                         "restore the model's config.json")
-    class_name = config.get("_class_name", "")
-    if not isinstance(class_name, str):
-        class_name = ""
-    import diffusers
-
-    cls = getattr(diffusers, class_name, None)
-    if cls is None or not class_name.endswith("Transformer2DModel"):
-        raise ModelError(f"{config_path} describes {class_name or 'no model class'}, not a diffusers DiT transformer")
-    return cls
-
-
 def _from_folder(path: Path) -> torch.nn.Module:
-    from .weights import transformer_folder
-
     folder = transformer_folder(path)
     config = folder / "config.json"
     try:
-        return _transformer_class(config).from_pretrained(folder, low_cpu_mem_usage=accelerate_available()).eval()
+        with quiet_loading():
+            return transformer_class(config).from_pretrained(folder, low_cpu_mem_usage=accelerate_available()).eval()
     except (OSError, ValueError, RuntimeError, TypeError) as err:
         # TypeError: a setting of the wrong type (a string where a number belongs) reaches torch
         first = (str(err).splitlines() or [type(err).__name__])[0]
@@ -191,3 +177,36 @@ def cached_folder(model_id: str) -> Path:
             f"model {model_id!r} is not a built-in ({known}), a local folder, or in the local Hugging Face cache; "
             f"download it first (huggingface-cli download {model_id}) or pass its folder"
         ) from None
+
+
+# a folder whose weights take at most this many bytes in float32 is also loaded whole, so the
+# build can check the exported graphs against eager torch; larger ones are checked on the device
+EAGER_CHECK_BYTES = 2 * 10**9
+
+
+@dataclass
+class ExportModel:
+    """What a build needs: the model's description, a meta model to trace, weights to stream."""
+
+    loaded: LoadedModel  # name, source, weights digest; ``model`` is the meta model for folders
+    meta: torch.nn.Module
+    weights: WeightSource
+    eager: Callable[[], torch.nn.Module] | None  # the real float32 model, when small enough to check against
+
+
+def load_for_export(name: str) -> ExportModel:
+    """The model as a build reads it. Built-ins are small and built in memory; folders (and the hub
+    cache) are never materialized unless their float32 weights fit in EAGER_CHECK_BYTES."""
+    if name in BUILTIN_NAMES:
+        loaded = load_model(name)
+        return ExportModel(loaded, meta_copy(loaded.model), StateDictWeights(loaded.model), lambda: loaded.model)
+    path = Path(name).expanduser()
+    source, shown = (path, str(path.resolve())) if path.exists() else (cached_folder(name), name)
+    folder = transformer_folder(source)
+    meta = meta_model(folder)  # the config first: a broken config.json is the error to report, not the weights
+    weights = ShardedWeights(folder)
+    check_covers(meta, weights, str(folder))
+    loaded = LoadedModel(shown, "folder" if path.exists() else "cache", meta, weights.sha256(list(meta.state_dict())))
+    fp32_bytes = sum(4 * math.prod(shape) for _, shape in weights.entries().values())
+    eager = (lambda: _from_folder(source).float()) if fp32_bytes <= EAGER_CHECK_BYTES else None
+    return ExportModel(loaded, meta, weights, eager)

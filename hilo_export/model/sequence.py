@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..planning.plan import TokenPlan
+from .configs import ModelError
 from .ops import token_gather, token_scatter
 
 
@@ -69,7 +70,7 @@ def expand(sequence: torch.Tensor, plan: PlanTensors, n_tokens: int, fill: torch
     elif kept.shape[1] == n_tokens:
         base = sequence.new_zeros(sequence.shape[0], n_tokens, sequence.shape[2])  # every token is overwritten
     else:
-        raise ValueError(
+        raise ModelError(
             "this plan drops tokens but has no low-frequency tokens to fill them from; pass fill= "
             "(a full-grid tensor for the tokens that get no prediction)"
         )

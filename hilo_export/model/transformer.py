@@ -9,6 +9,7 @@ import torch
 
 from ..planning.plan import TokenPlan
 from .adapters import adapter_for
+from .configs import ModelError
 from .sequence import PlanTensors, expand
 
 
@@ -46,23 +47,23 @@ class HiLoTransformer(torch.nn.Module):
         inputs = dict(bound.arguments)
         for name in self.adapter.unsupported_inputs:
             if inputs.get(name) is not None:
-                raise ValueError(f"{name} is not supported by HiLoTransformer yet; run the stock model for this call")
+                raise ModelError(f"{name} is not supported by HiLoTransformer yet; run the stock model for this call")
         return_dict = inputs.pop("return_dict", True)
         hidden_states = inputs["hidden_states"]
         batch = hidden_states.shape[0]
         plans = _per_sample(plan, batch)
         n_tokens = plans[0].n_tokens
         if hidden_states.ndim != 3:
-            raise ValueError(f"hidden_states must be [batch, tokens, channels]; got shape {tuple(hidden_states.shape)}")
+            raise ModelError(f"hidden_states must be [batch, tokens, channels]; got shape {tuple(hidden_states.shape)}")
         if hidden_states.shape[1] != n_tokens:
-            raise ValueError(
+            raise ModelError(
                 f"hidden_states has shape {tuple(hidden_states.shape)}, but the plan is for a {plans[0].grid[0]}x"
                 f"{plans[0].grid[1]} grid ({n_tokens} tokens): plan with an image of the latents' size"
             )
         if fill is not None:
             expected = (batch, n_tokens, self.adapter.out_channels(self.model))
             if tuple(fill.shape) != expected:
-                raise ValueError(f"fill has shape {tuple(fill.shape)}; expected the full-grid output shape {expected}")
+                raise ModelError(f"fill has shape {tuple(fill.shape)}; expected the full-grid output shape {expected}")
 
         outputs = []
         for rows, group_plan in _groups(plans):
@@ -88,9 +89,9 @@ def _per_sample(plan: TokenPlan | Sequence[TokenPlan], batch: int) -> list[Token
         return [plan] * batch
     plans = list(plan)
     if len(plans) != batch:
-        raise ValueError(f"got {len(plans)} plans for a batch of {batch}; pass one plan, or one per sample")
+        raise ModelError(f"got {len(plans)} plans for a batch of {batch}; pass one plan, or one per sample")
     if len({(p.grid, p.bucket) for p in plans}) != 1:
-        raise ValueError("plans of one batch must share grid and bucket; plan them together with plan_batch")
+        raise ModelError("plans of one batch must share grid and bucket; plan them together with plan_batch")
     return plans
 
 

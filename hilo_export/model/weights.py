@@ -6,20 +6,19 @@ are streamed from a ``WeightSource`` straight into the ONNX external-data file, 
 memory at a time. Two sources: safetensors shards in a diffusers folder (``ShardedWeights``),
 and an in-memory model's ``state_dict`` (built-in models, which are small).
 
-Kept apart from ``loading.py`` (which materializes models) on purpose.
+Kept apart from ``loading.py`` (which materializes models, and builds ``ExportModel`` on these) on
+purpose: this module imports only ``configs``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
-from .loading import LoadedModel, ModelError
+from .configs import ModelError, tensors_sha256, transformer_class
 
 SINGLE_FILE = "diffusion_pytorch_model.safetensors"
 INDEX_FILE = "diffusion_pytorch_model.safetensors.index.json"
@@ -106,8 +105,6 @@ class ShardedWeights:
 
     def sha256(self, keys: list[str]) -> str:
         """``tensors_sha256`` of the tensors ``keys`` (the model's state_dict order), one in memory at a time."""
-        from .loading import tensors_sha256
-
         return tensors_sha256((key, self.tensor(key)) for key in keys)
 
 
@@ -117,20 +114,10 @@ _TORCH_DTYPES = {
 }
 
 
-def transformer_folder(path: Path) -> Path:
-    """The folder with config.json: ``path`` itself or its ``transformer/`` subfolder (a pipeline folder)."""
-    folder = path / "transformer" if (path / "transformer" / "config.json").exists() else path
-    if not (folder / "config.json").exists():
-        raise ModelError(f"{path} holds no diffusers model: expected config.json in it or in its transformer/ subfolder")
-    return folder
-
-
 def meta_model(folder: Path) -> torch.nn.Module:
     """The folder's model class built from its config on the meta device: shapes, no storage."""
-    from .loading import _transformer_class
-
     config_path = folder / "config.json"
-    cls = _transformer_class(config_path)
+    cls = transformer_class(config_path)
     try:
         config = cls.load_config(folder)
         with torch.device("meta"):
@@ -158,38 +145,3 @@ def check_covers(model: torch.nn.Module, source: WeightSource, where: str) -> No
     wrong = [f"{k}: {entries[k][1]} != {v}" for k, v in expected.items() if tuple(entries[k][1]) != v]
     if wrong:
         raise ModelError(f"the weights in {where} do not fit config.json: {wrong[:3]}")
-
-
-# a folder whose weights take at most this many bytes in float32 is also loaded whole, so the
-# build can check the exported graphs against eager torch; larger ones are checked on the device
-EAGER_CHECK_BYTES = 2 * 10**9
-
-
-@dataclass
-class ExportModel:
-    """What a build needs: the model's description, a meta model to trace, weights to stream."""
-
-    loaded: LoadedModel  # name, source, weights digest; ``model`` is the meta model for folders
-    meta: torch.nn.Module
-    weights: WeightSource
-    eager: Callable[[], torch.nn.Module] | None  # the real float32 model, when small enough to check against
-
-
-def load_for_export(name: str) -> ExportModel:
-    """Built-ins are small and built in memory; folders (and the hub cache) are never materialized
-    unless their float32 weights fit in EAGER_CHECK_BYTES."""
-    from .loading import BUILTIN_NAMES, _from_folder, cached_folder, load_model
-
-    if name in BUILTIN_NAMES:
-        loaded = load_model(name)
-        return ExportModel(loaded, meta_copy(loaded.model), StateDictWeights(loaded.model), lambda: loaded.model)
-    path = Path(name).expanduser()
-    source, shown = (path, str(path.resolve())) if path.exists() else (cached_folder(name), name)
-    folder = transformer_folder(source)
-    meta = meta_model(folder)  # the config first: a broken config.json is the error to report, not the weights
-    weights = ShardedWeights(folder)
-    check_covers(meta, weights, str(folder))
-    loaded = LoadedModel(shown, "folder" if path.exists() else "cache", meta, weights.sha256(list(meta.state_dict())))
-    fp32_bytes = sum(4 * math.prod(shape) for _, shape in weights.entries().values())
-    eager = (lambda: _from_folder(source).float()) if fp32_bytes <= EAGER_CHECK_BYTES else None
-    return ExportModel(loaded, meta, weights, eager)

@@ -15,6 +15,13 @@ import math
 
 import numpy as np
 
+from ..errors import HiLoError
+
+
+class ProceduralError(HiLoError, ValueError):
+    """An unknown procedural image family; the message lists the known ones."""
+
+
 FAMILIES = ("grating", "plaid", "lattice", "lines")
 PERIOD_PX = (10.0, 40.0)  # stripe periods: a few tokens, so one hole hides whole periods
 
@@ -24,7 +31,7 @@ def procedural_image(size: int, rng: np.random.Generator, family: str | None = N
     if family is None:
         family = FAMILIES[int(rng.integers(len(FAMILIES)))]
     if family not in FAMILIES:
-        raise ValueError(f"unknown procedural family {family!r}; choose from {list(FAMILIES)}")
+        raise ProceduralError(f"unknown procedural family {family!r}; choose from {list(FAMILIES)}")
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     draw = {"grating": _grating, "plaid": _plaid, "lattice": _lattice, "lines": _lines}[family]
     with np.errstate(over="ignore"):  # the soft edges' exp overflows far from an edge: 1 / inf = 0, as meant

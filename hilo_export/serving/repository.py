@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HiLoError, install_hint
+from ..folder.backends import BACKENDS
 from ..folder.manifest import all_files, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import LowFreqLayout
@@ -67,8 +68,9 @@ class _Enum(str):
 
 def model_configs(manifest: dict[str, Any], backend: str, max_batch: int = 0) -> dict[str, dict[str, Any]]:
     """Every model's config (``config.pbtxt`` content as a dict) for a built folder's manifest."""
-    if backend not in ("ort", "trt"):
-        raise TritonRepoError(f"unknown backend {backend!r}: use ort (onnxruntime models) or trt (tensorrt_plan models)")
+    if backend not in BACKENDS:
+        raise TritonRepoError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)} "
+                              "(ort: onnxruntime models, trt: tensorrt_plan models)")
     if max_batch < 0:
         raise TritonRepoError(f"--max-batch must be 0 (no batching) or more, got {max_batch}")
     planner = _planner_entry(manifest)

@@ -4,6 +4,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from hilo_export.cli import main
+from hilo_export.evaluation.errors import EvaluationError
 from hilo_export.evaluation.masks import (
     CATEGORY_RATIOS,
     SHAPE_MIX,
@@ -68,11 +69,11 @@ def test_each_shape_lands_near_its_target():
 
 def test_bad_requests_are_refused():
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="unknown mask shape"):
+    with pytest.raises(EvaluationError, match="unknown mask shape"):
         draw_mask("star", (64, 64), 0.1, rng)
-    with pytest.raises(ValueError, match="target mask ratio"):
+    with pytest.raises(EvaluationError, match="target mask ratio"):
         draw_mask("square", (64, 64), 1.5, rng)
-    with pytest.raises(ValueError, match="unknown mask categories"):
+    with pytest.raises(EvaluationError, match="unknown mask categories"):
         mask_suite((64, 64), 2, categories=("tiny",))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hilo_export.evaluation.errors import EvaluationError
 from hilo_export.evaluation.timing import Length, ideal_speedup, round_ratios, spread, timed_lengths
 
 
@@ -32,9 +33,9 @@ def test_exact_plans_are_timed_at_the_middle_of_equal_slices():
 
 
 def test_timed_lengths_refuse_nonsense():
-    with pytest.raises(ValueError, match="groups must be at least 1"):
+    with pytest.raises(EvaluationError, match="groups must be at least 1"):
         timed_lengths([plan(10, "s")], 0)
-    with pytest.raises(ValueError, match="no plans"):
+    with pytest.raises(EvaluationError, match="no plans"):
         timed_lengths([], 3)
 
 
@@ -44,7 +45,7 @@ def test_round_ratios_pair_each_round_with_itself():
     times = {a: [1.0, 2.0, 1.0], b: [3.0, 6.0, 2.0], full: [8.0, 16.0, 8.0]}
     ratios = round_ratios(times[full], times, [(a, 0.5), (b, 0.5)])
     assert ratios == pytest.approx([8 / 2, 16 / 4, 8 / 1.5])
-    with pytest.raises(ValueError, match="once per round"):
+    with pytest.raises(EvaluationError, match="once per round"):
         round_ratios([1.0], times, [(a, 1.0)])
 
 

@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from hilo_export.export.errors import ExportError
 from hilo_export.export.trt_check import check_graph, support_table
 
 
@@ -17,7 +18,7 @@ def test_the_table_names_its_source_and_covers_the_graph_ops():
     assert table["tensorrt"] == "10.1" and "onnx-tensorrt" in table["source"]["url"] and table["source"]["commit"]
     ops = table["operators"]
     assert ops["SequenceAt"] == {"supported": False} and "BFLOAT16" in ops["MatMul"]["types"]
-    with pytest.raises(ValueError, match="no TensorRT 7.0 operator table"):
+    with pytest.raises(ExportError, match="no TensorRT 7.0 operator table"):
         support_table("7.0")
 
 

@@ -94,7 +94,7 @@ def test_kept_tokens_ignore_dropped_tokens_without_lowfreq(flux_model):
     model = HiLoTransformer(flux_model)
     first, second = run(model, inputs, plan=plan, fill=fill), run(model, changed, plan=plan, fill=fill)
     assert torch.equal(first[:, plan.keep_indices], second[:, plan.keep_indices])
-    with pytest.raises(ValueError, match="pass fill="):
+    with pytest.raises(ModelError, match="pass fill="):
         run(model, inputs, plan=plan)
 
 
@@ -181,15 +181,15 @@ def test_errors_name_the_fix(flux_model):
     model = HiLoTransformer(flux_model)
     plan = make_plan()
     inputs = flux_inputs(flux_model, H, W)
-    with pytest.raises(ValueError, match="plan with an image of the latents' size"):
+    with pytest.raises(ModelError, match="plan with an image of the latents' size"):
         run(model, flux_inputs(flux_model, H, W + 1), plan=plan)
-    with pytest.raises(ValueError, match=r"\[batch, tokens, channels\]"):
+    with pytest.raises(ModelError, match=r"\[batch, tokens, channels\]"):
         run(model, dict(inputs, hidden_states=inputs["hidden_states"][0]), plan=plan)
-    with pytest.raises(ValueError, match="fill has shape"):
+    with pytest.raises(ModelError, match="fill has shape"):
         run(model, inputs, plan=plan, fill=torch.zeros(2, H * W, 3))
-    with pytest.raises(ValueError, match="one plan, or one per sample"):
+    with pytest.raises(ModelError, match="one plan, or one per sample"):
         run(model, inputs, plan=[plan])
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(ModelError, match="not supported"):
         run(model, inputs, plan=plan, controlnet_block_samples=[torch.zeros(1)])
     with pytest.raises(ModelError, match="no HiLo adapter for Linear"):
         HiLoTransformer(torch.nn.Linear(2, 2))

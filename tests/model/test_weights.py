@@ -9,8 +9,8 @@ import torch
 from conftest import tiny_flux
 
 from hilo_export.model import ModelError, load_model
-from hilo_export.model.loading import weights_sha256
-from hilo_export.model.weights import ShardedWeights, check_covers, load_for_export, meta_model
+from hilo_export.model.loading import load_for_export, weights_sha256
+from hilo_export.model.weights import ShardedWeights, check_covers, meta_model
 
 
 @pytest.fixture(scope="module")

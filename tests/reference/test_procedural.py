@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hilo_export.reference.procedural import FAMILIES, procedural_image
+from hilo_export.reference.procedural import FAMILIES, ProceduralError, procedural_image
 
 
 def test_every_family_is_seeded_rgb_and_patterned():
@@ -29,5 +29,5 @@ def test_a_grating_repeats_along_its_stripes():
 
 
 def test_unknown_family_names_the_choices():
-    with pytest.raises(ValueError, match="grating"):
+    with pytest.raises(ProceduralError, match="grating"):
         procedural_image(32, np.random.default_rng(0), "clouds")

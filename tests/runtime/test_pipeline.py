@@ -17,6 +17,7 @@ from hilo_export.runtime import (
     PlannedTransformer,
     apply,
 )
+from hilo_export.runtime.pipeline import PipelineError, RuntimeInputError
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_apply_swaps_the_transformer_and_restores_it(pipe, reference_built):
     stock = pipe.transformer
     with hilo_export.apply(pipe, HiLoRuntime.load(reference_built)) as applied:
         assert isinstance(pipe.transformer, EngineTransformer) and applied.stock is stock
-        with pytest.raises(ValueError, match="restore"):
+        with pytest.raises(RuntimeInputError, match="restore"):
             apply(pipe, HiLoRuntime.load(reference_built))
     assert pipe.transformer is stock
 
@@ -80,7 +81,7 @@ def test_bad_edit_inputs_are_refused(pipe):
     hilo = EngineTransformer.__new__(EngineTransformer)
     torch.nn.Module.__init__(hilo)
     hilo.plan = None
-    with pytest.raises(RuntimeError, match="prepare"):
+    with pytest.raises(PipelineError, match="prepare"):
         hilo(torch.zeros(1, 4, 4))
 
 

@@ -68,6 +68,10 @@ class Backend(Protocol):
              read: Callable[[Path], bytes] | None = None) -> Runner: ...
 
 
+# the backends a folder can be built for, by the name manifests and the CLI use: the one list of them
+BACKENDS = ("ort", "trt")
+
+
 def get_backend(name: str, plugins: bool = False) -> Backend:
     """``plugins``: build the hilo ops as TensorRT plugins instead of inlining their ONNX bodies."""
     if plugins and name != "trt":
@@ -83,4 +87,5 @@ def get_backend(name: str, plugins: bool = False) -> Backend:
         from .trt import TrtBackend
 
         return TrtBackend(plugins=plugins)
-    raise BackendError(f"unknown backend {name!r}: use ort (ONNX Runtime, the default) or trt (TensorRT)")
+    raise BackendError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)} (ort: ONNX Runtime, the default; "
+                       "trt: TensorRT)")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...files import atomic_path
 from ...planning.buckets import K_AXIS
-from ..dtypes import from_numpy, to_numpy
+from ..dtypes import PRECISIONS, from_numpy, to_numpy
 from . import BackendError, Profile
 
 INSTALL_HINT = (
@@ -75,8 +75,8 @@ def profile_shapes(input_shapes: dict[str, list[int | str]], profile: Profile) -
 
 def build_settings(input_shapes: dict[str, list[int | str]], profiles: list[Profile], precision: str) -> dict[str, Any]:
     """Everything a build uses besides the ONNX file, as plain data (also the cache key's content)."""
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise BackendError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     return {
         # the network takes its types from the ONNX file (exported in this precision)
         "strongly_typed": True,

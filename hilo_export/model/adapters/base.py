@@ -50,6 +50,9 @@ class Adapter(Protocol):
     @property
     def batched_inputs(self) -> tuple[str, ...]: ...
 
+    def input_shapes(self, model: torch.nn.Module, batch: int, grid: tuple[int, int],
+                     text_len: int) -> dict[str, tuple[int, ...]]: ...
+
     def example_inputs(self, model: torch.nn.Module, batch: int, grid: tuple[int, int], text_len: int,
                        dtype: torch.dtype) -> dict[str, torch.Tensor]: ...
 
@@ -70,6 +73,10 @@ class DeclaredInputs:
     def batched_inputs(self) -> tuple[str, ...]:
         """Forward inputs with a batch axis: a batch with several plans is split along them."""
         return tuple(i.name for i in self.inputs if i.dims[:1] == ("batch",))
+
+    def input_shapes(self, model: torch.nn.Module, batch: int, grid: tuple[int, int], text_len: int) -> dict[str, tuple[int, ...]]:
+        """Every active input's shape, in engine order: for tensors without values (meta-device FLOP counts)."""
+        return {spec.name: self.input_shape(model, spec, batch, grid, text_len) for spec in self.active_inputs(model)}
 
     def input_shape(self, model: torch.nn.Module, spec: Input, batch: int, grid: tuple[int, int], text_len: int) -> tuple[int, ...]:
         sizes = {"batch": batch, "tokens": grid[0] * grid[1], "text": text_len}
