@@ -110,3 +110,15 @@ def test_readme_and_docs_links_exist():
                 missing.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not missing, "broken links:\n" + "\n".join(missing)
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
+
+
+def test_the_core_install_imports_every_command_without_an_extra():
+    # as with pip install -e '.[cpu]' alone: no eval, serving, fill or train extra (peft comes with train)
+    code = ("import sys\n"
+            "for m in ('matplotlib', 'skimage', 'polygraphy', 'tritonclient', 'transformers', 'sklearn', 'peft'):\n"
+            "    sys.modules[m] = None\n"
+            "import hilo_export.cli, hilo_export.evaluation.edit, hilo_export.evaluation.fill_edit\n"
+            "import hilo_export.evaluation.validate, hilo_export.export.builder, hilo_export.serving.repository\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

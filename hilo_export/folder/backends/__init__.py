@@ -87,5 +87,5 @@ def get_backend(name: str, plugins: bool = False) -> Backend:
         from .trt import TrtBackend
 
         return TrtBackend(plugins=plugins)
-    raise BackendError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)} (ort: ONNX Runtime, the default; "
+    raise BackendError(f"unknown backend {name!r}: use {' or '.join(BACKENDS)} (ort: ONNX Runtime, the default; "
                        "trt: TensorRT)")
