@@ -7,12 +7,13 @@ import it from ``evaluation.validate``).
 May import every other stage; runtime code never imports this one.
 """
 
-from .bench import BenchError, BenchSettings, run_bench
+from .bench import run_bench
 from .edit import EditError, comparison_picture, run_edit
 from .fill_edit import run_fill_edit
 from .masks import CATEGORY_RATIOS, mask_suite, write_suite
 from .metrics import psnr, ssim
 from .report import markdown, write_report
+from .settings import BenchError, BenchSettings
 from .sweep import run_sweep, sweep_markdown
 
 __all__ = [

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_path
-from .bench import PSNR_VS_DENSE_TARGET_DB, SPEEDUP_TARGETS
+from .settings import PSNR_VS_DENSE_TARGET_DB, SPEEDUP_TARGETS
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
