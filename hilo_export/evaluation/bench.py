@@ -12,7 +12,6 @@ mask suite, on the latency figures' token grid (64x64: the reference model's 8-p
 from __future__ import annotations
 
 import logging
-import platform
 import statistics
 import time
 from dataclasses import asdict
@@ -26,7 +25,7 @@ from .fidelity import measure_fidelity, measure_probe
 from .flops import FLUX1_DEV, StepFlops
 from .latency import category_speed, lengths_json, measure_latency
 from .masks import CATEGORY_RATIOS
-from .progress import run_summary, summary_line
+from .progress import machine, run_summary, summary_line
 from .report import write_report
 from .settings import (
     ACHIEVED_TARGET,
@@ -145,14 +144,3 @@ def settings_json(settings: BenchSettings) -> dict[str, Any]:
     values["planner"] = settings.planner.to_dict()
     values["bucket_table"] = {b.name: b.fraction for b in parse_buckets(settings.buckets)}
     return values
-
-
-def machine() -> dict[str, Any]:
-    import os
-
-    import torch
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__}
-
-

@@ -107,7 +107,7 @@ def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) ->
     width, height = settings.latency_resolution
     folder = build(
         BuildRequest(settings.latency_model, buckets=settings.buckets, resolution=settings.latency_resolution,
-                     out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}", config=settings.planner),
+                     backend=settings.backend, out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}", config=settings.planner),
         progress=progress,
     )
     runtime = HiLoRuntime.load(folder)

@@ -8,6 +8,8 @@ often (the CLI shows these lines on stderr).
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import sys
 import time
@@ -56,3 +58,11 @@ def run_summary(started: float) -> dict[str, float]:
 
 def summary_line(summary: dict[str, float]) -> str:
     return f"bench done in {_duration(summary['wall_s'])} ({summary['wall_s']:.0f} s), peak memory {summary['peak_memory_gb']:.1f} GB"
+
+
+def machine() -> dict[str, object]:
+    """The machine a report was measured on."""
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__}

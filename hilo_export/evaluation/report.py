@@ -149,7 +149,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
         series = {"measured (median of rounds)": [c["speedup"] for c in cats], "ideal (FLOPs)": [c["ideal_speedup"] for c in cats],
                   "Flux.1-dev ideal": [c["flux1_dev_ideal_speedup"] for c in cats]}
         lat = report["latency"]
-        _bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
+        bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
                    f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}",
                    targets={i: SPEEDUP_TARGETS[n] for i, n in enumerate(names) if n in SPEEDUP_TARGETS},
                    target_label="target speedup",
@@ -159,13 +159,13 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
         keys = {"HiLo vs dense": "psnr_mask_hilo_vs_dense", "HiLo vs truth": "psnr_mask_hilo_vs_truth",
                 "dense vs truth": "psnr_mask_dense_vs_truth", "dense seed vs seed": "psnr_mask_noise_floor"}
         series = {label: [c.get(key) or 0.0 for c in cats] for label, key in keys.items()}  # identical: drawn at 0
-        _bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images",
+        bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images",
                    targets={i: PSNR_VS_DENSE_TARGET_DB for i in range(len(names))}, target_label="HiLo vs dense target")
         written.append("fidelity.png")
     return written
 
 
-def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+def bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
                targets: dict[int, float] | None = None, target_label: str = "target",
                spans: dict[str, list[tuple[float, float]]] | None = None) -> None:
     """Grouped bars: one group per category, one bar per series; ``targets``: a dashed line over each

@@ -49,6 +49,7 @@ class BenchSettings:
     buckets: str = "s,m,l"
     planner: PlannerConfig = field(default_factory=PlannerConfig)  # the latency engines' planner (fidelity: the reference build's)
     engines_root: Path = Path("engines")
+    backend: str = "ort"  # the latency engines' (fidelity runs the reference model on ORT)
     latency: bool = True
     fidelity: bool = True
 
