@@ -1,7 +1,7 @@
 """The edits a pipeline bench runs: the user's images, masks and prompts, at the engines' size.
 
 Images come from a folder (default: the bundled evaluation photos); masks from a folder of the
-user's masks, binned into small / medium / large by mask ratio (``CATEGORY_LIMITS``: the
+user's masks (and its subfolders, one level down), binned into small / medium / large by mask ratio (``CATEGORY_LIMITS``: the
 midpoints between the paper's category means), or from the seeded suite. A mask whose file
 name matches an image's (``cat.png``, or ``cat_mask.png`` / ``cat-mask.png``) edits that image;
 the others take the images in turn. Everything is resized to the engines' resolution as
@@ -112,7 +112,7 @@ def load_cases(images: Path | None, masks: Path | str, prompts: Sequence[str], s
             cases.append(EditCase(f"{item.name}@{paths[k].stem}", item.category, paths[k].name, image, mask, prompts[k],
                                   _source(pictures[k], size)))
     else:
-        files = _files(Path(masks))
+        files = _files(Path(masks), subfolders=True)
         if not files:
             raise BenchError(f"no mask images in {masks} (looked for {', '.join(sorted(SUFFIXES))}); give --masks a folder "
                              "of masks (white = edit), or --masks suite")
@@ -139,11 +139,14 @@ def load_cases(images: Path | None, masks: Path | str, prompts: Sequence[str], s
     return cases
 
 
-def _files(folder: Path) -> list[Path]:
-    if not Path(folder).is_dir():
+def _files(folder: Path, subfolders: bool = False) -> list[Path]:
+    """Image files in ``folder`` (and, with ``subfolders``, one level down, as ``hilo-export masks`` writes them)."""
+    folder = Path(folder)
+    if not folder.is_dir():
         raise BenchError(f"{folder} is not a folder")
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith("."))
+    found = [*folder.iterdir(), *(p for sub in sorted(folder.iterdir()) if subfolders and sub.is_dir() for p in sub.iterdir())]
+    return sorted((p for p in found if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")),
+                  key=lambda p: (p.parent != folder, str(p)))
 
 
 def _image_stem(stem: str) -> str:
