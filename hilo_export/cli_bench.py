@@ -40,9 +40,11 @@ from .planning.plan import SIZINGS, PlannerConfig
 @click.option("--text-len", type=int, help="Pipeline: text tokens of engines built here [default: the model's; quick: 32].")
 @click.option("--edits-per-category", type=click.IntRange(min=1),
               help="Pipeline: whole edits per category, each HiLo and dense on every seed [default: 4; quick: 1].")
+@click.option("--per-category", type=click.IntRange(min=1),
+              help="Suite masks planned and timed per category [default: 32 built-in, 8 pipeline; quick: 4].")
 @click.option("--quick", is_flag=True, help="Small sizes: checks every step in a few minutes (built-in: tiny-flux "
               "latency at 320x192, 128 px fidelity; pipeline: 256 px, 2 steps, one edit per category).")
-@click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3].")
+@click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3, pipeline 15].")
 @click.option("--sizing", type=click.Choice(SIZINGS), help=f"Planner sizing of the engines [default: {PlannerConfig.sizing}].")
 @click.option("--fidelity-masks", type=int, help="Built-in: masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Built-in: fidelity only.")
@@ -52,7 +54,7 @@ from .planning.plan import SIZINGS, PlannerConfig
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
 def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, steps, seeds, backend, resolution, text_len,
-          edits_per_category, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
+          edits_per_category, per_category, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency and fidelity of HiLo against dense per mask category: on your FluxFillPipeline (--model FOLDER),
     or on the built-in models (flux-shaped latency, reference-model fidelity)."""
     from .evaluation.bench import BenchSettings, run_bench
@@ -74,7 +76,8 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
         values = dict(engines=engines, images=images_dir, masks=masks_arg if masks_arg == "suite" else Path(masks_arg),
                       prompt=prompt, prompts_file=prompts_file, steps=steps, seeds=seed_list, backend=backend,
                       resolution=parse_resolution(resolution) if resolution else None, text_len=text_len,
-                      edits_per_category=edits_per_category, repeats=repeats, engines_root=engines_root)
+                      edits_per_category=edits_per_category, per_category=per_category, repeats=repeats,
+                      engines_root=engines_root)
         values = {k: v for k, v in values.items() if v is not None}
         make = PipelineBenchSettings.quick if quick else PipelineBenchSettings
         report = run_pipeline_bench(make(out_dir, model, **values))
@@ -89,7 +92,7 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
                            "photos and the mask suite")
     if prompt:
         click.echo("note: the built-in bench's models are unconditional (fidelity runs the reference model); --prompt is ignored", err=True)
-    overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks, steps=steps,
+    overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks, steps=steps, per_category=per_category,
                                        seeds=tuple(seed_list) if seed_list else None).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root, backend=backend)
     if model is not None:

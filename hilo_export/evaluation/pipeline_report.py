@@ -74,6 +74,12 @@ def pipeline_markdown(report: dict[str, Any], plots: list[str] | None = None) ->
                      f"| {timed} | {_s(c['step_s_hilo'])} | {_s(c['step_s_dense'])} | **{c['speedup']:.2f}x** "
                      f"| {c['speedup_iqr']:.2f} ({c['speedup_q25']:.2f}-{c['speedup_q75']:.2f}) "
                      f"| {c['ideal_speedup']:.2f}x | {c['planner_ms_median']:.1f} ms |")
+    lines += ["", "| engine call | image tokens | step (median) | speedup over full (median, IQR) | ideal (FLOPs) |",
+              "|---|---|---|---|---|"]
+    for x in report["latency"]["lengths"]:
+        sp = x["speedup"]
+        lines.append(f"| {x['bucket']}, {x['kept']} kept | {x['sequence']} | {_s(x['step_s_median'])} "
+                     f"| {sp['median']:.2f}x ({sp['iqr']:.2f}) | {x['ideal_speedup']:.2f}x |")
     edited = [c for c in cats if "phases_s" in c]
     if edited:
         lines += ["", "## Whole edits by phase (median seconds per edit)", "",

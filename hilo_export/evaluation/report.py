@@ -114,7 +114,8 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     lines.append("")
     for plot in plots or []:
         lines.append(f"![{plot}]({plot})")
-    lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s.\n")
+    memory = f"; peak memory {report['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in report else ""
+    lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s{memory}.\n")
     return "\n".join(lines)
 
 
