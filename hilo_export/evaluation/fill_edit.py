@@ -114,12 +114,20 @@ def run_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, prompt: str, 
     return EditOutcome(hilo, dense, Path(engines), image, mask)
 
 
-def load_fill_pipeline(folder: Path) -> Any:
+def load_fill_pipeline(folder: Path, transformer_weights: bool = False) -> Any:
+    """The saved pipeline in float32. Without ``transformer_weights`` its transformer is built on the meta
+    device (config only): under ``apply`` the engines replace it, so its weights (48 GB for FLUX.1-Fill in
+    float32) are never read."""
     import torch
-    from diffusers import FluxFillPipeline
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
 
     try:
-        pipe = FluxFillPipeline.from_pretrained(folder, dtype=torch.float32)
+        parts = {}
+        if not transformer_weights:
+            with torch.device("meta"):
+                parts["transformer"] = FluxTransformer2DModel.from_config(
+                    FluxTransformer2DModel.load_config(folder / "transformer"))
+        pipe = FluxFillPipeline.from_pretrained(folder, dtype=torch.float32, **parts)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"cannot load the pipeline in {folder}: {str(err).splitlines()[0]}") from None
     pipe.set_progress_bar_config(disable=True)
