@@ -159,6 +159,7 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
         keys = {"in-mask HiLo vs dense": "psnr_mask_hilo_vs_dense", "in-mask floor (seed vs seed)": "psnr_mask_noise_floor",
                 "whole image HiLo vs dense": "psnr_image_hilo_vs_dense", "whole image floor": "psnr_image_noise_floor"}
         series = {label: [c.get(key) or 0.0 for c in cats] for label, key in keys.items()}  # identical: drawn at 0
-        bar_chart(out / "fidelity.png", names, series, "PSNR (dB), pooled", title)
+        groups = [c["name"] if c["edits_compressed"] else f"{c['name']}\n(all edits ran full)" for c in cats]
+        bar_chart(out / "fidelity.png", groups, series, "PSNR (dB), pooled", title)
         written.append("fidelity.png")
     return written
