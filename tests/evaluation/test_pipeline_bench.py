@@ -153,3 +153,12 @@ def test_tiny_pipeline_command_writes_a_loadable_fill_pipeline(tmp_path):
     assert fill_token_size(out) == 16
     result = CliRunner().invoke(main, ["tiny-pipeline", "--out", str(out)])
     assert result.exit_code == 2 and "not empty" in result.output
+
+
+def test_masks_written_by_the_masks_command_are_read_from_their_subfolders(tmp_path):
+    from hilo_export.evaluation.masks import write_suite
+
+    write_suite(tmp_path / "masks", (FILL_SIZE, FILL_SIZE), 2, 0)  # masks/<category>/<name>.png
+    cases = load_cases(None, tmp_path / "masks", ["p"] * 3, (FILL_SIZE, FILL_SIZE), 1, lambda _: None)
+    assert len(cases) == 6 and {c.image_name for c in cases} == {"chelsea.png", "coffee.png", "rocket.png"}
+    assert all(c.category == category_of(c.mask_ratio) for c in cases)
