@@ -54,7 +54,8 @@ from .planning.plan import SIZINGS, PlannerConfig
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
 def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, steps, seeds, backend, resolution, text_len,
-          edits_per_category, per_category, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
+          edits_per_category, per_category, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep,
+          engines_root) -> None:
     """Latency and fidelity of HiLo against dense per mask category: on your FluxFillPipeline (--model FOLDER),
     or on the built-in models (flux-shaped latency, reference-model fidelity)."""
     from .evaluation.bench import BenchSettings, run_bench
@@ -72,7 +73,7 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
                             ("--fidelity-masks", fidelity_masks is not None), ("--sizing", sizing is not None)):
             if given:
                 raise BenchError(f"{flag} applies to the built-in bench; a pipeline bench measures latency and fidelity "
-                               "(build engines with another --sizing and pass them with --engines)")
+                                 "(build engines with another --sizing and pass them with --engines)")
         values = dict(engines=engines, images=images_dir, masks=masks_arg if masks_arg == "suite" else Path(masks_arg),
                       prompt=prompt, prompts_file=prompts_file, steps=steps, seeds=seed_list, backend=backend,
                       resolution=parse_resolution(resolution) if resolution else None, text_len=text_len,
@@ -89,9 +90,10 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
                         ("--edits-per-category", edits_per_category)):
         if given:
             raise BenchError(f"{flag} applies to a pipeline bench (--model FOLDER); the built-in bench uses the bundled "
-                           "photos and the mask suite")
+                             "photos and the mask suite")
     if prompt:
-        click.echo("note: the built-in bench's models are unconditional (fidelity runs the reference model); --prompt is ignored", err=True)
+        click.echo("note: the built-in bench's models are unconditional (fidelity runs the reference model); "
+                   "--prompt is ignored", err=True)
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks, steps=steps, per_category=per_category,
                                        seeds=tuple(seed_list) if seed_list else None).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root, backend=backend)
