@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .cli_bench import bench, tiny_pipeline
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, HiLoError
 from .examples import example_image_path, example_mask_path
 from .export.trt_check import TENSORRT_VERSION
@@ -273,6 +274,8 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
         outcome = run_fill_edit(model, image, mask, prompt, engines, steps=steps, seed=seed, compare=compare)
     from PIL import Image
 
+    if outcome.image is not None:  # resized to the engines' size: compare and draw at that size
+        image, mask = outcome.image, outcome.mask
     outputs = {out: Image.fromarray(outcome.hilo.image)}
     if outcome.dense is not None:
         outputs[out.with_name(f"{out.stem}.dense.png")] = Image.fromarray(outcome.dense.image)
@@ -312,39 +315,6 @@ def masks(out_dir, resolution, per_category, seed) -> None:
 
 
 @main.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for report.json, report.md and the plots.")
-@click.option("--quick", is_flag=True, help="Small sizes (tiny-flux latency at 320x192, 128 px fidelity): checks every step in about a minute.")
-@click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3].")
-@click.option("--sizing", type=click.Choice(SIZINGS), help=f"Planner sizing of the engines [default: {PlannerConfig.sizing}].")
-@click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
-@click.option("--skip-latency", is_flag=True, help="Fidelity only.")
-@click.option("--skip-fidelity", is_flag=True, help="Latency only.")
-@click.option("--sweep", is_flag=True,
-              help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
-@click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
-              show_default=True, help="Where engines are built, or reused when already built.")
-def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
-    """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
-    from .evaluation.bench import BenchSettings, run_bench
-    from .evaluation.report import markdown
-    from .evaluation.sweep import run_sweep, sweep_markdown
-
-    overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
-    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
-    if sizing is not None:
-        overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
-    settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
-    if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply
-        click.echo(sweep_markdown(run_sweep(settings)))
-        click.echo(f"sweep: {out_dir / 'sweep.md'}, {out_dir / 'sweep.png'}")
-        return
-    report = run_bench(settings)
-    click.echo(markdown(report))
-    click.echo(f"report: {out_dir / 'report.md'}")
-
-
-@main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Model repository to write (tritonserver --model-repository OUT).")
@@ -361,5 +331,9 @@ def triton(folder, out_dir, backend, max_batch, force) -> None:
     click.echo(str(out_dir))
 
 
-if __name__ == "__main__":
+main.add_command(bench)
+main.add_command(tiny_pipeline)
+
+
+if __name__ == "__main__":  # python -m hilo_export.cli
     main()

@@ -22,11 +22,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from hilo_export.evaluation.ablation import SELECTIONS, Ablation, run_photo_ablation
-from hilo_export.evaluation.bench import eval_image
 from hilo_export.evaluation.masks import mask_suite
 from hilo_export.evaluation.metrics import psnr
 from hilo_export.evaluation.probe import probe_set, run_probe
 from hilo_export.evaluation.report import format_db
+from hilo_export.evaluation.settings import eval_image
 from hilo_export.files import atomic_path
 from hilo_export.model import load_reference, reference_weights_dir
 from hilo_export.reference import model as ref

@@ -24,8 +24,9 @@ from hilo_export.evaluation import (
     mask_suite,
     ssim,
 )
-from hilo_export.evaluation.bench import EVAL_IMAGES, Fidelity, eval_image
+from hilo_export.evaluation.fidelity import Fidelity
 from hilo_export.evaluation.probe import classical_fills
+from hilo_export.evaluation.settings import EVAL_IMAGES, eval_image
 from hilo_export.files import atomic_path
 from hilo_export.model import load_reference, reference_weights_dir
 from hilo_export.reference import ReferenceInpaintPipeline

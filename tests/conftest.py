@@ -136,7 +136,7 @@ def reference_built(engines_root):
 
 def edit_inputs(size: int = EDIT_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A held-out photo at size x size and a blob mask (bool) over about a tenth of it."""
-    from hilo_export.evaluation.bench import eval_image
+    from hilo_export.evaluation.settings import eval_image
 
     image = eval_image("coffee", (size, size))
     y, x = np.mgrid[0:size, 0:size]

@@ -178,9 +178,9 @@ def run_photo_ablation(ablation: Ablation, resolution: int, per_category: int = 
                        selections: tuple[str, ...] = SELECTIONS, seed: int = 0,
                        progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Every selection on the held-out photos with suite masks (seed 1, as bench): in-mask PSNR pooled per selection."""
-    from .bench import eval_image
     from .masks import mask_suite
     from .metrics import Pooled
+    from .settings import eval_image
 
     pooled, tokens, full_edits, edits = Pooled(), {name: [] for name in selections}, 0, 0
     suite = mask_suite((resolution, resolution), per_category, seed=1)

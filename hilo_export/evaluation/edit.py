@@ -32,6 +32,8 @@ class EditOutcome:
     hilo: EditResult
     dense: EditResult | None
     engines: Path
+    image: np.ndarray | None = None  # the input as edited, where it was resized to the engines' size
+    mask: np.ndarray | None = None
 
 
 def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),

@@ -1,7 +1,8 @@
 """``hilo-export edit --model FOLDER``: one edit with a saved diffusers ``FluxFillPipeline`` on HiLo engines.
 
 Everything the user passed is checked (image, mask, pipeline folder, engines) before an engine
-is built or a model is loaded. The pipeline plans the edit from its own inputs under ``apply``;
+is built or a model is loaded. An image of another size than the engines' is resized to theirs
+as the pipeline resizes it (and the edit says so). The pipeline plans the edit from its own inputs under ``apply``;
 the output is composited with the input outside the mask, bit for bit, as the reference edit is.
 """
 
@@ -21,6 +22,7 @@ from ..reference.pipeline import EditResult
 from ..runtime.pipeline import apply
 from ..runtime.runtime import HiLoRuntime
 from .edit import EditError, EditOutcome
+from .edit_set import resize_like_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,11 @@ def fill_token_size(folder: Path) -> int:
     return 2 ** (blocks - 1) * 2
 
 
-def check_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, engines: Path | None) -> tuple[Path, int, HiLoRuntime | None]:
-    """The pipeline folder, its token size and the loaded engines (if given), after checking every argument."""
+def check_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, engines: Path | None
+                    ) -> tuple[Path, int, HiLoRuntime | None, tuple[int, int]]:
+    """The pipeline folder, its token size, the loaded engines (if given) and the size the edit runs at,
+    after checking every argument. Without engines the size is the image's, rounded down to whole
+    tokens, as the pipeline itself rounds it; with engines it is theirs."""
     folder = model_folder(model)
     token = fill_token_size(folder)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -51,22 +56,39 @@ def check_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, engines: Pa
     if mask.shape != image.shape[:2]:
         raise EditError(f"mask is {list(mask.shape)} but the image is {list(image.shape[:2])}: give a mask of the image's size")
     height, width = image.shape[:2]
-    if height % token or width % token:
-        raise EditError(f"image is {width}x{height}; this pipeline needs multiples of {token} px: "
-                        f"crop or resize to {width // token * token}x{height // token * token}")
+    size = (width // token * token, height // token * token)
+    if not all(size):
+        raise EditError(f"image is {width}x{height}; this pipeline needs at least {token} px per side")
     runtime = None
     if engines is not None:
         runtime = HiLoRuntime.load(engines)
-        built = runtime.manifest["model"]
-        stock = json.loads((folder / "transformer" / "config.json").read_text())
-        if any(built["config"].get(key) != value for key, value in stock.items() if key in built["config"]):
-            raise EditError(f"the engines in {engines} are of {built['name']}, not of {folder}'s transformer: "
-                            f"build them with hilo-export build --model {model} --resolution {width}x{height}")
-        if tuple(runtime.resolution) != (width, height) or runtime.token_size != token:
-            raise EditError(f"the engines in {engines} are for {runtime.resolution[0]}x{runtime.resolution[1]} images "
-                            f"({runtime.token_size}-px tokens); the image is {width}x{height}: resize it, or build for "
-                            f"--resolution {width}x{height}")
-    return folder, token, runtime
+        check_engines(runtime, folder, model, engines)
+        size = tuple(runtime.resolution)
+    return folder, token, runtime, size
+
+
+def check_engines(runtime: HiLoRuntime, folder: Path, model: str, engines: Path) -> None:
+    """Refuse engines built from another transformer than ``folder``'s, or for another token size."""
+    built = runtime.manifest["model"]
+    stock = json.loads((folder / "transformer" / "config.json").read_text())
+    width, height = runtime.resolution
+    if any(built["config"].get(key) != value for key, value in stock.items() if key in built["config"]):
+        raise EditError(f"the engines in {engines} are of {built['name']}, not of {folder}'s transformer: "
+                        f"build them with hilo-export build --model {model} --resolution {width}x{height}")
+    token = fill_token_size(folder)
+    if runtime.token_size != token:
+        raise EditError(f"the engines in {engines} use {runtime.token_size}-px tokens; this pipeline's are {token} px: "
+                        f"build them with hilo-export build --model {model} --resolution {width}x{height}")
+
+
+def fill_engines(model: str, size: tuple[int, int], token: int, out_dir: Path | None = None,
+                 engines_root: Path = Path("engines"), text_len: int | None = None, backend: str = "ort",
+                 progress: Callable[[str], None] = log.info) -> Path:
+    """Build (or reuse, when up to date) the engines of a Fill pipeline's transformer for ``size``."""
+    width, height = size
+    slug = Path(model).name if Path(model).expanduser().exists() else model.replace("/", "--")
+    return build(BuildRequest(model, resolution=size, token_size=token, text_len=text_len, backend=backend,
+                              out_dir=out_dir or engines_root / f"{slug}-{width}x{height}"), progress=progress)
 
 
 def run_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, prompt: str, engines: Path | None = None,
@@ -74,13 +96,14 @@ def run_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, prompt: str, 
                   engines_root: Path = Path("engines"), progress: Callable[[str], None] = log.info) -> EditOutcome:
     if steps < 1:
         raise EditError(f"steps must be at least 1, got {steps}")
-    folder, token, runtime = check_fill_edit(model, image, mask, engines)
-    height, width = image.shape[:2]
+    folder, token, runtime, size = check_fill_edit(model, image, mask, engines)
     if runtime is None:
-        slug = Path(model).name if Path(model).expanduser().exists() else model.replace("/", "--")
-        engines = build(BuildRequest(model, resolution=(width, height), token_size=token,
-                                     out_dir=engines_root / f"{slug}-{width}x{height}"), progress=progress)
+        engines = fill_engines(model, size, token, engines_root=engines_root, progress=progress)
         runtime = HiLoRuntime.load(engines)
+    if (image.shape[1], image.shape[0]) != size:
+        progress(f"resized the {image.shape[1]}x{image.shape[0]} image and its mask to {size[0]}x{size[1]}, the engines' "
+                 "size, as the pipeline does (Lanczos; the mask binarized at 0.5)")
+        image, mask = resize_like_pipeline(image, mask, size)
     pipe = load_fill_pipeline(folder)
     with apply(pipe, runtime, composite=True) as handle:
         hilo = _edit(pipe, handle, image, mask, prompt, steps, seed, guidance_scale, runtime.manifest["text_len"])
@@ -88,16 +111,25 @@ def run_fill_edit(model: str, image: np.ndarray, mask: np.ndarray, prompt: str, 
         if compare:
             handle.dense = True
             dense = _edit(pipe, handle, image, mask, prompt, steps, seed, guidance_scale, runtime.manifest["text_len"])
-    return EditOutcome(hilo, dense, Path(engines))
+    return EditOutcome(hilo, dense, Path(engines), image, mask)
 
 
-def load_fill_pipeline(folder: Path) -> Any:
+def load_fill_pipeline(folder: Path, transformer_weights: bool = False) -> Any:
+    """The saved pipeline in float32. Without ``transformer_weights`` its transformer is built on the meta
+    device (config only): under ``apply`` the engines replace it, so its weights (48 GB for FLUX.1-Fill in
+    float32) are never read."""
     import torch
-    from diffusers import FluxFillPipeline
+    from diffusers import FluxFillPipeline, FluxTransformer2DModel
 
     try:
+        parts = {}
+        if not transformer_weights:
+            with torch.device("meta"):
+                parts["transformer"] = FluxTransformer2DModel.from_config(
+                    FluxTransformer2DModel.load_config(folder / "transformer"))
         with quiet_loading():
-            pipe = FluxFillPipeline.from_pretrained(folder, dtype=torch.float32, low_cpu_mem_usage=accelerate_available())
+            pipe = FluxFillPipeline.from_pretrained(folder, dtype=torch.float32, low_cpu_mem_usage=accelerate_available(),
+                                                    **parts)
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"cannot load the pipeline in {folder}: {str(err).splitlines()[0]}") from None
     pipe.set_progress_bar_config(disable=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_path
-from .bench import PSNR_VS_DENSE_TARGET_DB, SPEEDUP_TARGETS
+from .settings import PSNR_VS_DENSE_TARGET_DB, SPEEDUP_TARGETS
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
@@ -114,7 +114,8 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     lines.append("")
     for plot in plots or []:
         lines.append(f"![{plot}]({plot})")
-    lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s.\n")
+    memory = f"; peak memory {report['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in report else ""
+    lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s{memory}.\n")
     return "\n".join(lines)
 
 
@@ -149,25 +150,25 @@ def _plots(report: dict[str, Any], out: Path) -> list[str]:
         series = {"measured (median of rounds)": [c["speedup"] for c in cats], "ideal (FLOPs)": [c["ideal_speedup"] for c in cats],
                   "Flux.1-dev ideal": [c["flux1_dev_ideal_speedup"] for c in cats]}
         lat = report["latency"]
-        _bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
-                   f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}",
-                   targets={i: SPEEDUP_TARGETS[n] for i, n in enumerate(names) if n in SPEEDUP_TARGETS},
-                   target_label="target speedup",
-                   spans={"measured (median of rounds)": [(c["speedup_q25"], c["speedup_q75"]) for c in cats]})
+        bar_chart(out / "speedup.png", names, series, "per-step speedup vs dense",
+                  f"{lat['model']} {lat['resolution'][0]}px, {lat['backend']['name']}",
+                  targets={i: SPEEDUP_TARGETS[n] for i, n in enumerate(names) if n in SPEEDUP_TARGETS},
+                  target_label="target speedup",
+                  spans={"measured (median of rounds)": [(c["speedup_q25"], c["speedup_q75"]) for c in cats]})
         written.append("speedup.png")
     if all("fidelity" in c for c in cats):
         keys = {"HiLo vs dense": "psnr_mask_hilo_vs_dense", "HiLo vs truth": "psnr_mask_hilo_vs_truth",
                 "dense vs truth": "psnr_mask_dense_vs_truth", "dense seed vs seed": "psnr_mask_noise_floor"}
         series = {label: [c.get(key) or 0.0 for c in cats] for label, key in keys.items()}  # identical: drawn at 0
-        _bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images",
-                   targets={i: PSNR_VS_DENSE_TARGET_DB for i in range(len(names))}, target_label="HiLo vs dense target")
+        bar_chart(out / "fidelity.png", names, series, "in-mask PSNR (dB)", "reference model, held-out images",
+                  targets={i: PSNR_VS_DENSE_TARGET_DB for i in range(len(names))}, target_label="HiLo vs dense target")
         written.append("fidelity.png")
     return written
 
 
-def _bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
-               targets: dict[int, float] | None = None, target_label: str = "target",
-               spans: dict[str, list[tuple[float, float]]] | None = None) -> None:
+def bar_chart(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+              targets: dict[int, float] | None = None, target_label: str = "target",
+              spans: dict[str, list[tuple[float, float]]] | None = None) -> None:
     """Grouped bars: one group per category, one bar per series; ``targets``: a dashed line over each
     group (index -> value); ``spans``: (low, high) whiskers on a series' bars (the IQR of rounds).
     The legend sits outside the axes so it never hides a bar."""

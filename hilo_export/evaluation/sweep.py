@@ -28,16 +28,11 @@ from ..files import atomic_path
 from ..model.loading import text_len_for, token_size_for
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, plan_tokens
-from .bench import (
-    PSNR_TO_TRUTH_MARGIN_DB,
-    PSNR_VS_DENSE_TARGET_DB,
-    BenchSettings,
-    Fidelity,
-    eval_image,
-    plan_categories,
-)
+from .fidelity import Fidelity
 from .flops import StepFlops
+from .latency import plan_categories
 from .masks import CATEGORY_RATIOS, mask_suite
+from .settings import PSNR_TO_TRUTH_MARGIN_DB, PSNR_VS_DENSE_TARGET_DB, BenchSettings, eval_image, model_config
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +80,8 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.inf
     from ..reference.model import TOKEN_SIZE
     from ..reference.pipeline import ReferenceInpaintPipeline
     from ..runtime.pipeline import PlannedTransformer
-    from .bench import _model_config
 
-    flops = StepFlops.count(_model_config(settings.latency_model), text_len_for(settings.latency_model))
+    flops = StepFlops.count(model_config(settings.latency_model), text_len_for(settings.latency_model))
     latency_token = token_size_for(settings.latency_model)
     latency_grid = (settings.latency_resolution[1] // latency_token) * (settings.latency_resolution[0] // latency_token)
     pipe = ReferenceInpaintPipeline.from_reference()

@@ -305,7 +305,7 @@ def _check(source: ExportModel, adapter, spec: GraphSpec, onnx_path: Path, profi
     else:
         ks = sorted({p.kept for p in profiles} | {1}) if spec.kind != FULL else [spec.n_tokens]
         progress(f"{spec.kind} graph: checking the ONNX file against torch at K = {ks}")
-        check = check_against_torch(EngineGraph(adapter, source.eager(), spec).eval(), onnx_path, ks)
+        check = check_against_torch(EngineGraph(adapter, source.eager(), spec).eval(), onnx_path, ks, progress)
     if "skipped" in check:
         progress(f"{spec.kind} graph: not checked here: {check['skipped']}")
     return check

@@ -229,7 +229,8 @@ def _save(proto, path: Path) -> Path:
     return path
 
 
-def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[str, Any]:
+def check_against_torch(graph: EngineGraph, path: Path, ks: list[int],
+                        progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run the file at several K and compare with the eager graph in float32 (stock RoPE).
 
     ``graph`` holds the real float32 model; the file runs on the same inputs in its own
@@ -249,6 +250,7 @@ def check_against_torch(graph: EngineGraph, path: Path, ks: list[int]) -> dict[s
         expected = expected if isinstance(expected, tuple) else (expected,)
         got = run(feed)
         errors[str(len(keep))] = max(relative_error(g, e.float().numpy()) for g, e in zip(got, expected))
+        progress(f"  K = {len(keep)}: relative error {errors[str(len(keep))]:.1e}")  # each K can take a minute at Flux width
     worst = max(errors.values())
     if not worst <= tolerance:
         raise ExportError(f"the {spec.precision} graph differs from float32 torch by {worst:.2e} "

@@ -44,7 +44,7 @@ def test_quick_bench_numbers_read_right():
 
 
 def test_bar_charts_draw_targets_and_keep_the_legend_off_the_bars(tmp_path, figures):
-    report_module._bar_chart(tmp_path / "speedup.png", ["small", "medium", "large"],
+    report_module.bar_chart(tmp_path / "speedup.png", ["small", "medium", "large"],
                              {"measured": [3.6, 2.5, 1.2], "ideal": [3.9, 2.9, 1.9]}, "speedup", "t",
                              targets={0: 3.5, 1: 2.9, 2: 1.9}, target_label="target speedup")
     (fig,) = figures

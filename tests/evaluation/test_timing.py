@@ -63,7 +63,7 @@ def test_ideal_speedup_weights_flops():
 
 
 def test_category_speed_reports_median_iqr_and_both_ideals():
-    from hilo_export.evaluation.bench import category_speed
+    from hilo_export.evaluation.latency import category_speed
 
     a, b, full = Length(10, 6, "s"), Length(20, 16, "m"), Length(40, 40, "full")
     times = {a: [1.0, 1.0, 2.0], b: [2.0, 3.0, 2.0], full: [4.0, 4.0, 4.0]}

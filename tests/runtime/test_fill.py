@@ -192,6 +192,23 @@ def test_edit_command_runs_a_fill_pipeline_folder(fill_folder, fill_built, tmp_p
     assert not np.array_equal(np.asarray(Image.open(other)), edited)  # the prompt is used
 
 
+def test_edit_command_resizes_an_image_of_another_size_as_the_pipeline_does(fill_folder, fill_built, tmp_path):
+    from click.testing import CliRunner
+
+    from hilo_export.cli import main
+
+    image, mask = fill_inputs()
+    Image.fromarray(image).resize((200, 150), Image.LANCZOS).save(tmp_path / "in.png")
+    Image.fromarray(mask).resize((200, 150), Image.NEAREST).save(tmp_path / "mask.png")
+    out = tmp_path / "edit.png"
+    result = CliRunner().invoke(main, ["edit", "--model", str(fill_folder), "--engines", str(fill_built), "--image",
+                                       str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--steps", "1",
+                                       "--compare", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"resized the 200x150 image and its mask to {FILL_SIZE}x{FILL_SIZE}" in result.output
+    assert Image.open(out).size == (FILL_SIZE, FILL_SIZE) and "in-mask PSNR HiLo vs dense" in result.output
+
+
 def test_edit_command_checks_every_argument_before_a_build(fill_folder, built, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -207,8 +224,8 @@ def test_edit_command_checks_every_argument_before_a_build(fill_folder, built, t
     def edit(*args):
         return CliRunner().invoke(main, ["edit", "--out", "never.png", *args])
 
-    result = edit("--model", str(fill_folder), "--image", "odd.png", "--mask", "odd-mask.png")
-    assert result.exit_code == 2 and "multiples of 16 px" in result.output
+    result = edit("--model", str(fill_folder), "--image", "odd.png", "--mask", "in.png")
+    assert result.exit_code == 2 and "give a mask of the image's size" in result.output
     result = edit("--model", str(fill_folder), "--engines", str(built), "--image", "in.png", "--mask", "mask.png")
     assert result.exit_code == 2 and f"not of {fill_folder}" in result.output
     result = edit("--model", str(fill_folder / "transformer"), "--image", "in.png", "--mask", "mask.png")
