@@ -131,7 +131,7 @@ def _echo(message: str) -> None:
               help=f"A local diffusers folder, a model id in the local cache, or a built-in: {', '.join(BUILTIN_NAMES)}.")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets to build (full is always added).")
 @click.option("--resolution", default="1024x1024", show_default=True, help="Image size the engines serve, WIDTHxHEIGHT.")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(["ort", "trt", "torch"]), default="ort", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder [default: engines/<model>-<W>x<H>, where edit and bench look too].")
 @click.option("--token-size", type=int, help="Pixels per DiT token side [default: the model's; 16 for Flux].")
