@@ -343,14 +343,17 @@ def masks(out_dir, resolution, per_category, seed) -> None:
               help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
-def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
+@click.option("--torch-backend", is_flag=True, help="Also time the torch backend, beside ORT in the same rounds.")
+def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root,
+          torch_backend) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
     from .evaluation.bench import BenchSettings, run_bench
     from .evaluation.report import markdown
     from .evaluation.sweep import run_sweep, sweep_markdown
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
-    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
+    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root,
+                     latency_backends=("torch",) if torch_backend else ())
     if sizing is not None:
         overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
     settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)

@@ -79,6 +79,7 @@ class BenchSettings:
     engines_root: Path = Path("engines")
     latency: bool = True
     fidelity: bool = True
+    latency_backends: tuple[str, ...] = ()  # timed beside ORT in the same rounds, e.g. ("torch",)
 
     def __post_init__(self) -> None:
         for name in ("per_category", "fidelity_masks", "probe_per_family", "steps", "repeats", "length_groups"):
@@ -116,6 +117,7 @@ class Latency:
     weighted: dict[str, list[tuple[Length, float]]]  # per category
     full: Length
     times: dict[Length, list[float]]
+    other: dict[str, dict[Length, list[float]]] = field(default_factory=dict)  # per latency_backends entry
 
 
 def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) -> Latency:
@@ -139,17 +141,25 @@ def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) ->
     buckets = {b["name"]: b for b in manifest["buckets"]}
     feeds = {x: _random_feeds(buckets[x.bucket], manifest, x.kept) for x in lengths}
     progress("latency: timing " + ", ".join(f"{x.bucket}@{x.sequence}" for x in lengths))
+    others = {b: HiLoRuntime.load(build(BuildRequest(
+        settings.latency_model, buckets=settings.buckets, resolution=settings.latency_resolution, config=settings.planner,
+        backend=b, out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}-{b}"), progress=progress))
+        for b in settings.latency_backends}
+    runtimes = {"ort": runtime, **others}
     for x in lengths:  # warm-up: first runs allocate and pick kernels
-        runtime.run_bucket(x.bucket, feeds[x])
+        for each in runtimes.values():
+            each.run_bucket(x.bucket, feeds[x])
     times: dict[Length, list[float]] = {x: [] for x in lengths}
+    other: dict[str, dict[Length, list[float]]] = {b: {x: [] for x in lengths} for b in others}
     for r in range(settings.repeats):
-        for x in lengths:  # interleaved: drift of the machine hits every length alike
-            start = time.perf_counter()
-            runtime.run_bucket(x.bucket, feeds[x])
-            times[x].append(time.perf_counter() - start)
+        for x in lengths:  # interleaved: drift of the machine hits every length (and backend) alike
+            for name, each in runtimes.items():
+                start = time.perf_counter()
+                each.run_bucket(x.bucket, feeds[x])
+                (times if name == "ort" else other[name])[x].append(time.perf_counter() - start)
         progress(f"latency round {r + 1}/{settings.repeats}: " + ", ".join(
             f"{x.sequence} {t[-1]:.2f}s" for x, t in times.items()))
-    return Latency(runtime, planned, weighted, full, times)
+    return Latency(runtime, planned, weighted, full, times, other)
 
 
 def _model_config(name: str) -> dict:
@@ -319,6 +329,10 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = log.inf
                          "speedup": spread([f / s for f, s in zip(full_s, t)]),
                          "ideal_speedup": flops(lat.full.sequence) / flops(x.sequence)}
                         for x, t in lat.times.items()],
+            # other backends on the same feeds in the same rounds: ORT's step time over theirs, per round
+            "backends": {b: [{"sequence": x.sequence, "step_s_median": statistics.median(t),
+                              "vs_ort": spread([o / s for o, s in zip(lat.times[x], t)])} for x, t in bt.items()]
+                         for b, bt in lat.other.items()},
         }
         for cat in lat.planned:
             planner_s = statistics.median(cat.planner_s)

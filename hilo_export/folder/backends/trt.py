@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-
 from ...files import atomic_path
 from ...planning.buckets import K_AXIS
 from . import TORCH_DTYPES, BackendError, Profile, numpy_io
