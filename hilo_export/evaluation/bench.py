@@ -183,7 +183,7 @@ def _random_feeds(bucket: dict[str, Any], manifest: dict[str, Any], kept: int) -
             feeds[name] = np.sort(rng.permutation(h * w)[:kept])[None].repeat(shape[0], 0).astype(dtype)
         elif name == "img_ids":
             feeds[name] = np.stack([np.zeros(h * w), np.arange(h * w) // w, np.arange(h * w) % w], 1).astype(dtype)
-        elif name in ("txt_ids", "fill"):
+        elif name in ("txt_ids", "fill", "use_fill"):  # use_fill false: dropped tokens from the low-frequency ones
             feeds[name] = np.zeros(shape, dtype)
         elif name == "timestep":
             feeds[name] = np.full(shape, 0.5, dtype)

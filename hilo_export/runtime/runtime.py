@@ -47,6 +47,7 @@ class HiLoRuntime:
         self._lock = threading.Lock()
         self._verify = True  # engine bytes are checked against the manifest when read (load(verify=False): not)
         self._rechecked: set[str] = set()  # files checked again when their first engine was made
+        self._keep: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None  # the last plan's keep list, on the device
 
     @classmethod
     def load(cls, folder: str | Path, backend: str | Backend | None = None, verify: bool = True) -> "HiLoRuntime":
@@ -94,20 +95,29 @@ class HiLoRuntime:
         missing = set(expected) - set(feeds) - set(ENGINE_INPUTS)
         if missing:
             raise RuntimeInputError(f"missing inputs {sorted(missing)}")
-        # exact sizing: the plan's own length, inside the bucket's range
-        feeds["keep_indices"] = plan.keep_indices.to(device).expand(self.manifest["batch"], -1).contiguous()
+        feeds["keep_indices"] = self._keep_indices(plan, device)
         fill_spec = expected["fill"]
         if fill is None:
             feeds["fill"] = torch.zeros(fill_spec["shape"], dtype=TORCH_DTYPES[fill_spec["dtype"]], device=device)
         else:
             feeds["fill"] = _tensor(fill, fill_spec, "fill", device)
         if "use_fill" in expected:  # graphs with low-frequency tokens fill from them unless told otherwise
-            feeds["use_fill"] = torch.tensor([fill is not None], device=device)
+            feeds["use_fill"] = torch.full((1,), fill is not None, dtype=torch.bool, device=device)  # no host copy
         output = runner.run(bucket["name"], feeds)["output"]
         like = inputs.get("hidden_states")
         if isinstance(like, torch.Tensor):
             return output.to(like.device, like.dtype)
         return output.cpu()
+
+    def _keep_indices(self, plan: TokenPlan, device: torch.device) -> torch.Tensor:
+        """int64 [batch, K], the plan's own length (exact sizing: inside the bucket's range), on
+        ``device``: copied there once per plan, not once per denoising step."""
+        cached = self._keep
+        if cached is not None and cached[0] is plan.keep_indices and cached[1] == device:
+            return cached[2]
+        keep = plan.keep_indices.to(device).expand(self.manifest["batch"], -1).contiguous()
+        self._keep = (plan.keep_indices, device, keep)  # one tuple: replaced whole, safe across threads
+        return keep
 
     @property
     def device(self) -> torch.device:
