@@ -55,7 +55,7 @@ class OrtBackend:
     def session_providers(self) -> list:
         """The providers a session gets. On CUDA ORT computes on torch's current stream, so its
         work is ordered with the caller's kernels without a synchronization in between."""
-        if self.device() != "cuda":
+        if self.device() != "cuda" or not torch.cuda.is_available():
             return self.providers()
         stream = torch.cuda.current_stream()
         options = {"device_id": stream.device.index or 0, "user_compute_stream": str(stream.cuda_stream)}
@@ -123,7 +123,9 @@ class OrtRunner:
         first = self._session(profiles[0].bucket)
         self.output_names = [o.name for o in first.get_outputs()]
         self._input_names = [i.name for i in first.get_inputs()]
-        self.device = torch.device("cuda", torch.cuda.current_device()) if backend.device() == "cuda" else torch.device("cpu")
+        # a CPU-only torch beside onnxruntime-gpu: tensors are bound on the CPU and ORT copies them
+        on_gpu = backend.device() == "cuda" and torch.cuda.is_available()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         if not backend.fix_k:
             self._model = None
 
