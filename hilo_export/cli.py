@@ -381,3 +381,7 @@ def triton(folder, out_dir, backend, max_batch, force) -> None:
 
     write_repository(folder, out_dir, backend=backend, max_batch=max_batch, force=force)
     click.echo(str(out_dir))
+
+
+if __name__ == "__main__":  # python -m hilo_export.cli
+    main()
