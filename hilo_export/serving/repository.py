@@ -228,7 +228,8 @@ def write_repository(folder: Path, out: Path, backend: str | None = None, max_ba
 def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: int, force: bool,
                       progress: Callable[[str], None]) -> Path:
     manifest = read_manifest(folder)
-    backend = backend or manifest["backend"]["name"]
+    # a torch folder carries the same ONNX graphs: Triton serves those with onnxruntime
+    backend = backend or {"torch": "ort"}.get(manifest["backend"]["name"], manifest["backend"]["name"])
     if backend == "trt" and manifest["backend"]["name"] != "trt":
         raise TritonRepoError(
             f"{folder} holds {manifest['backend']['name']} engines, no TensorRT ones: build them on the serving GPU "

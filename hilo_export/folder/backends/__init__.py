@@ -94,7 +94,9 @@ class Backend(Protocol):
 
     def check_precision(self, precision: str) -> None: ...
 
-    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]: ...
+    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str,
+              source: Any = None) -> list[Path]:
+        """``source``: what the graph was exported from; only a backend serving the model itself (torch) reads it."""
 
     def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile],
              read: Callable[[Path], bytes] | None = None) -> Runner: ...
