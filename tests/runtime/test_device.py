@@ -163,6 +163,11 @@ def test_torch_backend_serves_the_folder_beside_ort(built_copy, runtime, monkeyp
             out = served(plan=plan, **inputs)
         expected = runtime(plan=plan, **inputs)
         assert out.dtype == torch.float32 and (out - expected).abs().max() <= 1e-4 * expected.abs().max()
+    # Triton serves the same folder's ONNX graphs with onnxruntime
+    from hilo_export.serving.repository import parse_config, write_repository
+
+    repo = write_repository(folder, built_copy.parent / "repo", progress=lambda _: None)
+    assert parse_config(repo / "dit_hilo" / "config.pbtxt").backend == "onnxruntime"
 
 
 def test_torch_runner_refuses_cuda_graphs_without_a_gpu():
