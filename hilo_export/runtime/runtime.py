@@ -85,6 +85,9 @@ class HiLoRuntime:
         tensor); without it, their block's low-frequency prediction (computed in the graph)."""
         bucket = self._bucket_for(plan)
         expected = {v["name"]: v for v in bucket["inputs"]}
+        if bucket["n_lowfreq"] and "use_fill" not in expected:
+            raise ManifestError(f"the engines in {self.folder} were built by an older hilo-export, whose graphs leave "
+                                "tokens without a prediction to the caller; rebuild the folder with hilo-export build")
         runner = self._runner(bucket["graph"])
         device = runner.device
         feeds = {}

@@ -199,3 +199,15 @@ def test_safetensors_written_one_tensor_at_a_time_read_back(tmp_path):
     data = (tmp_path / "w.safetensors").read_bytes()
     size = int.from_bytes(data[:8], "little")
     assert size % 8 == 0 and json.loads(data[8:8 + size])["c"]["shape"] == [2]  # the data starts aligned
+
+
+def test_a_folder_whose_graphs_do_not_fill_is_refused(built, monkeypatch):
+    """Graphs from before use_fill scatter over zeros: serving them would silently change the output."""
+    from hilo_export.folder import ManifestError
+
+    runtime = HiLoRuntime.load(built)
+    plan = runtime.plan(_image(), _mask(40))
+    bucket = runtime.buckets[plan.bucket]
+    monkeypatch.setitem(bucket, "inputs", [v for v in bucket["inputs"] if v["name"] != "use_fill"])
+    with pytest.raises(ManifestError, match="older hilo-export.*rebuild"):
+        runtime(plan=plan, **built_step_inputs())
