@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .folder.backends import BACKENDS
 from .model.loading import BUILTIN_NAMES, ModelError
 from .planning.plan import SIZINGS, PlannerConfig
 
@@ -34,7 +35,7 @@ from .planning.plan import SIZINGS, PlannerConfig
               help="Pipeline: a text file, one prompt per image in the images' name order.")
 @click.option("--steps", type=click.IntRange(min=1), help="Denoising steps [default: 8; quick: 2].")
 @click.option("--seeds", help="Seeds, comma-separated; the floor compares dense edits of one seed with the next [default: 0,1].")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True,
               help="Backend of engines built here.")
 @click.option("--resolution", help="Pipeline: size the engines are built for when absent [default: 1024x1024; quick: 256x256].")
 @click.option("--text-len", type=int, help="Pipeline: text tokens of engines built here [default: the model's; quick: 32].")
@@ -53,9 +54,11 @@ from .planning.plan import SIZINGS, PlannerConfig
               help="Built-in, instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
+@click.option("--torch-backend", is_flag=True,
+              help="Built-in: also time the torch backend, beside the main backend in the same interleaved rounds.")
 def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, steps, seeds, backend, resolution, text_len,
           edits_per_category, per_category, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep,
-          engines_root) -> None:
+          engines_root, torch_backend) -> None:
     """Latency and fidelity of HiLo against dense per mask category: on your FluxFillPipeline (--model FOLDER),
     or on the built-in models (flux-shaped latency, reference-model fidelity)."""
     from .evaluation.bench import BenchSettings, run_bench
@@ -70,7 +73,8 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
         from .evaluation.pipeline_report import pipeline_markdown
 
         for flag, given in (("--sweep", sweep), ("--skip-latency", skip_latency), ("--skip-fidelity", skip_fidelity),
-                            ("--fidelity-masks", fidelity_masks is not None), ("--sizing", sizing is not None)):
+                            ("--fidelity-masks", fidelity_masks is not None), ("--sizing", sizing is not None),
+                            ("--torch-backend", torch_backend)):
             if given:
                 raise BenchError(f"{flag} applies to the built-in bench; a pipeline bench measures latency and fidelity "
                                  "(build engines with another --sizing and pass them with --engines)")
@@ -96,7 +100,8 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
                    "--prompt is ignored", err=True)
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks, steps=steps, per_category=per_category,
                                        seeds=tuple(seed_list) if seed_list else None).items() if v is not None}
-    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root, backend=backend)
+    overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root, backend=backend,
+                     latency_backends=("torch",) if torch_backend else ())
     if model is not None:
         overrides["latency_model"] = model
         if model == "reference":  # its 8-px tokens: the fidelity size is the latency figures' token grid

@@ -35,6 +35,7 @@ from .settings import (
     BenchSettings,
     model_config,
 )
+from .timing import spread
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = log.inf
             "grid": manifest["grid"], "text_len": manifest["text_len"], "backend": manifest["backend"],
             "sizing": manifest["planner"]["sizing"], "rounds": settings.repeats,
             "lengths": lengths_json(lat, flops),
+            # other backends on the same feeds in the same rounds: the main backend's step time over theirs, per round
+            "backends": {b: [{"sequence": x.sequence, "step_s_median": statistics.median(t),
+                              "vs_main": spread([o / s for o, s in zip(lat.times[x], t)])} for x, t in bt.items()]
+                         for b, bt in lat.other.items()},
         }
         for cat in lat.planned:
             planner_s = statistics.median(cat.planner_s)

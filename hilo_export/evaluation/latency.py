@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -48,6 +48,7 @@ class Timings:
     weighted: dict[str, list[tuple[Length, float]]]  # per category
     full: Length
     times: dict[Length, list[float]]
+    other: dict[str, dict[Length, list[float]]] = field(default_factory=dict)  # other backends, same feeds and rounds
 
 
 @dataclass
@@ -74,9 +75,10 @@ def plan_categories(plan: Callable[[np.ndarray, np.ndarray], TokenPlan], resolut
 
 
 def time_categories(runtime: Any, plans: dict[str, Sequence[TokenPlan]], length_groups: int, repeats: int,
-                    progress: Callable[[str], None] = log.info) -> Timings:
+                    progress: Callable[[str], None] = log.info, others: dict[str, Any] | None = None) -> Timings:
     """Time each category's lengths and ``full`` on ``runtime``'s engines in ``repeats`` interleaved rounds
-    (after one warm-up call each); ``plans``: category name -> its plans (categories without plans are left out)."""
+    (after one warm-up call each); ``plans``: category name -> its plans (categories without plans are left out).
+    ``others``: runtimes of other backends for the same folder settings, timed on the same feeds in the same rounds."""
     manifest = runtime.manifest
     weighted = {name: timed_lengths(p, length_groups) for name, p in plans.items() if p}
     n_tokens = manifest["grid"][0] * manifest["grid"][1]
@@ -86,18 +88,23 @@ def time_categories(runtime: Any, plans: dict[str, Sequence[TokenPlan]], length_
     feeds = {x: random_feeds(buckets[x.bucket], manifest, x.kept) for x in lengths}
     progress("latency: timing " + ", ".join(f"{x.bucket}@{x.sequence}" for x in lengths)
              + f" in {repeats} interleaved rounds after a warm-up")
-    eta = Eta("latency engine calls", len(lengths) * (repeats + 1), progress)
+    runtimes = {"": runtime, **(others or {})}
+    eta = Eta("latency engine calls", len(lengths) * (repeats + 1) * len(runtimes), progress)
     for x in lengths:  # warm-up: first runs allocate and pick kernels
-        runtime.run_bucket(x.bucket, feeds[x])
-        eta.tick(f"warm-up {x.bucket}@{x.sequence}")
+        for each in runtimes.values():
+            each.run_bucket(x.bucket, feeds[x])
+            eta.tick(f"warm-up {x.bucket}@{x.sequence}")
     times: dict[Length, list[float]] = {x: [] for x in lengths}
+    other: dict[str, dict[Length, list[float]]] = {name: {x: [] for x in lengths} for name in others or {}}
     for r in range(repeats):
-        for x in lengths:  # interleaved: drift of the machine hits every length alike
-            start = time.perf_counter()
-            runtime.run_bucket(x.bucket, feeds[x])
-            times[x].append(time.perf_counter() - start)
-            eta.tick(f"round {r + 1}/{repeats}, {x.bucket}@{x.sequence} {times[x][-1]:.2f} s")
-    return Timings(weighted, full, times)
+        for x in lengths:  # interleaved: drift of the machine hits every length (and backend) alike
+            for name, each in runtimes.items():
+                start = time.perf_counter()
+                each.run_bucket(x.bucket, feeds[x])
+                (other[name] if name else times)[x].append(time.perf_counter() - start)
+                eta.tick(f"round {r + 1}/{repeats}, {name or 'main'} {x.bucket}@{x.sequence} "
+                         f"{time.perf_counter() - start:.2f} s")
+    return Timings(weighted, full, times, other)
 
 
 def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) -> Latency:
@@ -111,10 +118,14 @@ def measure_latency(settings: BenchSettings, progress: Callable[[str], None]) ->
         progress=progress,
     )
     runtime = HiLoRuntime.load(folder)
+    others = {b: HiLoRuntime.load(build(BuildRequest(
+        settings.latency_model, buckets=settings.buckets, resolution=settings.latency_resolution, config=settings.planner,
+        backend=b, out_dir=settings.engines_root / f"{settings.latency_model}-{width}x{height}-{b}"), progress=progress))
+        for b in settings.latency_backends}
     planned = plan_categories(runtime.plan, settings.latency_resolution, settings.per_category, settings.images)
     timings = time_categories(runtime, {cat.name: cat.plans for cat in planned}, settings.length_groups, settings.repeats,
-                              progress)
-    return Latency(timings.weighted, timings.full, timings.times, runtime, planned)
+                              progress, others)
+    return Latency(timings.weighted, timings.full, timings.times, timings.other, runtime, planned)
 
 
 def lengths_json(timings: Timings, flops: Callable[[int], float] | None = None) -> list[dict[str, Any]]:
@@ -141,7 +152,7 @@ def random_feeds(bucket: dict[str, Any], manifest: dict[str, Any], kept: int) ->
             feeds[name] = np.sort(rng.permutation(h * w)[:kept])[None].repeat(shape[0], 0).astype(dtype)
         elif name == "img_ids":
             feeds[name] = np.stack([np.zeros(h * w), np.arange(h * w) // w, np.arange(h * w) % w], 1).astype(dtype)
-        elif name in ("txt_ids", "fill"):
+        elif name in ("txt_ids", "fill", "use_fill"):  # use_fill false: dropped tokens from the low-frequency ones
             feeds[name] = np.zeros(shape, dtype)
         elif name == "timestep":
             feeds[name] = np.full(shape, 0.5, dtype)

@@ -52,6 +52,7 @@ class BenchSettings:
     backend: str = "ort"  # the latency engines' (fidelity runs the reference model on ORT)
     latency: bool = True
     fidelity: bool = True
+    latency_backends: tuple[str, ...] = ()  # timed beside the main backend in the same rounds, e.g. ("torch",)
 
     def __post_init__(self) -> None:
         for name in ("per_category", "fidelity_masks", "probe_per_family", "steps", "repeats", "length_groups"):

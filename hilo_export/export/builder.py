@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # the files a build owns in its folder: anything else there is left alone. Dot-files are what
 # interrupted writes left (staging folders, atomic_path temporaries); the lock makes them stale.
 _OWNED = re.compile(
-    r"^(hilo|full|planner|weights)-[0-9a-f]{16}.*\.(onnx|onnx\.data|data|plan)$"
+    r"^(hilo|full|planner|weights)-[0-9a-f]{16}.*\.(onnx|onnx\.data|data|plan|torch\.json|torch\.safetensors)$"
     r"|^\.(hilo|full|planner|weights)-.*(\.partial|\.onnx|\.data)$"
     r"|^\.((hilo|full|planner|weights)-[0-9a-f]{16}[^/]*|manifest\.json)\.[^/]+$"
 )
@@ -112,8 +112,23 @@ def default_out_dir(slug: str, resolution: tuple[int, int], root: Path = Path("e
     return Path(root) / f"{slug}-{resolution[0]}x{resolution[1]}"
 
 
+@dataclass(frozen=True)
+class EngineSource:
+    """What a backend that serves the model itself (torch) builds its engine files from."""
+
+    class_name: str
+    config: dict[str, Any]
+    spec: dict[str, Any]  # the graph's GraphSpec
+    weights: Any  # model.weights.WeightSource
+    weights_key: str
+    dtype: torch.dtype
+
+
 def build(request: BuildRequest, progress: Callable[[str], None] = log.info) -> Path:
-    backend = get_backend(request.backend, plugins=request.plugins)  # refuses at once when missing
+    from ..model.engine import engine_module
+
+    # refuses at once when missing
+    backend = get_backend(request.backend, plugins=request.plugins, engine_module=engine_module)
     if request.token_size is None:
         request = replace(request, token_size=token_size_for(request.model))
     if request.precision not in PRECISIONS:
@@ -263,7 +278,9 @@ def _graph(source: ExportModel, adapter, weights: dict[str, Any], spec: GraphSpe
         if engine_files:
             progress(f"{spec.kind} engine: up to date")
     else:
-        built = backend.build(onnx_path, profiles, spec.precision, out_dir, engine_key)
+        engine_source = EngineSource(type(source.meta).__name__, _plain(dict(loaded.model.config)), spec.to_json(),
+                                     source.weights, weights["key"], PRECISIONS[spec.precision])
+        built = backend.build(onnx_path, profiles, spec.precision, out_dir, engine_key, source=engine_source)
         if built:
             progress(f"{spec.kind} engine: built {', '.join(p.name for p in built)}")
         engine_files = [file_entry(p) for p in built]

@@ -1,11 +1,12 @@
 """torch -> ONNX for one HiLo engine graph, with the ``hilo`` ops as custom nodes.
 
-An engine graph takes the full-grid model inputs plus ``keep_indices`` [B, K] (K is the one
-dynamic axis, ``k_kept``) and ``fill`` [B, N, C_out], and returns ``output`` [B, N, C_out]:
-the kept tokens' predictions scattered into ``fill``. A graph with low-frequency tokens also
-returns ``lowfreq_output`` [B, L, C_out], so a caller can fill dropped tokens from their
-block's prediction. The low-frequency pooling is a constant of the graph (it depends only on
-the grid). A ``full`` graph keeps every token: K = N, static, no low-frequency tokens.
+An engine graph is ``model.engine.EngineModule`` traced: the full-grid model inputs plus
+``keep_indices`` [B, K] (K is the one dynamic axis, ``k_kept``), ``fill`` [B, N, C_out] and, with
+low-frequency tokens, ``use_fill`` bool [1]; it returns ``output`` [B, N, C_out] with every token
+filled (dropped ones from ``fill`` or from their block's low-frequency prediction) and
+``lowfreq_output`` [B, L, C_out]. The low-frequency pooling and block table are constants of
+the graph (they depend only on the grid). A ``full`` graph keeps every token: K = N, static,
+no low-frequency tokens.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import torch
 
 from ..errors import install_hint, require
 from ..folder.dtypes import PRECISIONS
-from ..model.ops import onnx_functions, onnx_translations, token_scatter
-from ..model.sequence import PlanTensors
+from ..model.engine import EngineModule
+from ..model.ops import onnx_functions, onnx_translations
 from ..model.weights import meta_copy
 from ..planning.buckets import K_AXIS
 from ..planning.plan import LowFreqLayout
@@ -68,29 +69,14 @@ class GraphSpec:
         return {**asdict(self), "grid": list(self.grid)}
 
 
-class EngineGraph(torch.nn.Module):
-    """The function an engine computes, as a module torch.onnx.export can trace."""
+class EngineGraph(EngineModule):
+    """The function an engine computes (model.engine.EngineModule) with the spec it is exported for."""
 
     def __init__(self, adapter, model: torch.nn.Module, spec: GraphSpec):
-        super().__init__()
-        self.adapter = adapter
-        self.model = model
+        super().__init__(adapter, model, spec.kind, spec.grid, spec.lowfreq_factor)
         self.spec = spec
-        layout = spec.layout
-        self.register_buffer("pool", None if layout is None else layout.pooling_matrix(), persistent=False)
-        self.input_names = [*adapter.input_names(model), "keep_indices", "fill"]
-        self.output_names = ["output", "lowfreq_output"] if layout is not None else ["output"]
 
-    def forward(self, *tensors: torch.Tensor):
-        inputs = dict(zip(self.input_names, tensors))
-        keep, fill = inputs.pop("keep_indices"), inputs.pop("fill")
-        plan = PlanTensors(keep, self.pool, None)
-        predictions = self.adapter.predict(self.model, plan, self.spec.n_tokens, inputs)
-        n_lowfreq = self.spec.n_lowfreq
-        output = token_scatter(fill, keep, predictions[:, n_lowfreq:])
-        return (output, predictions[:, :n_lowfreq]) if n_lowfreq else output
-
-    def example_feed(self, keep: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def example_feed(self, keep: torch.Tensor | None = None, use_fill: bool = False) -> dict[str, torch.Tensor]:
         spec = self.spec
         dtype = PRECISIONS[spec.precision]
         feed = self.adapter.example_inputs(self.model, spec.batch, spec.grid, spec.text_len, dtype)
@@ -100,6 +86,8 @@ class EngineGraph(torch.nn.Module):
         g = torch.Generator().manual_seed(1)
         channels = self.adapter.out_channels(self.model)
         feed["fill"] = torch.randn(spec.batch, spec.n_tokens, channels, generator=g, dtype=dtype)
+        if "use_fill" in self.input_names:
+            feed["use_fill"] = torch.tensor([use_fill])
         return feed
 
 
@@ -203,6 +191,7 @@ def _on_meta(graph: EngineGraph) -> EngineGraph:
     tracer = EngineGraph(graph.adapter, model, graph.spec)
     if tracer.pool is not None:
         tracer.pool = tracer.pool.to("meta")
+        tracer.block = tracer.block.to("meta")
     return tracer.eval()
 
 
@@ -242,9 +231,9 @@ def check_against_torch(graph: EngineGraph, path: Path, ks: list[int],
     tolerance = TOLERANCES[spec.precision]
     run = _reference_runner(path) if spec.precision == "bf16" else _ort_runner(path, spec)
     errors = {}
-    for k in ks:
+    for i, k in enumerate(ks):
         keep = torch.arange(spec.n_tokens) if spec.kind == "full" else example_keep(spec.n_tokens, k, seed=k)
-        feed = graph.example_feed(keep)
+        feed = graph.example_feed(keep, use_fill=bool(i % 2))  # both fills of the dropped tokens
         with torch.no_grad():
             expected = graph(*(v.float() if v.is_floating_point() else v for v in feed.values()))
         expected = expected if isinstance(expected, tuple) else (expected,)

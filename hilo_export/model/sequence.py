@@ -56,17 +56,22 @@ def compress(tokens: torch.Tensor, plan: PlanTensors) -> torch.Tensor:
     return torch.cat([lowfreq, kept], dim=1)
 
 
-def expand(sequence: torch.Tensor, plan: PlanTensors, n_tokens: int, fill: torch.Tensor | None) -> torch.Tensor:
-    """[B, L + K, C] predictions -> [B, N, C]: kept tokens scattered over ``fill``.
+def expand(sequence: torch.Tensor, plan: PlanTensors, n_tokens: int, fill: torch.Tensor | None,
+           use_fill: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L + K, C] predictions -> [B, N, C]: kept tokens scattered over the tokens without a prediction.
 
-    Without ``fill``, tokens that got no prediction take their block's low-frequency one.
+    Those take ``fill``; without ``fill`` (or where the bool [1] ``use_fill`` is false, as inside an
+    engine graph, which takes both) their block's low-frequency prediction. This is the one
+    implementation of that fill: the engine graphs export it (model/engine.py).
     """
     n_lowfreq = plan.n_lowfreq
     kept = sequence[:, n_lowfreq:]
-    if fill is not None:
+    if fill is not None and (use_fill is None or plan.block is None):
         base = fill.to(sequence.device, sequence.dtype)
     elif plan.block is not None:
         base = token_gather(sequence[:, :n_lowfreq], plan.block)
+        if fill is not None:
+            base = torch.where(use_fill.to(torch.bool), fill.to(sequence.device, sequence.dtype), base)
     elif kept.shape[1] == n_tokens:
         base = sequence.new_zeros(sequence.shape[0], n_tokens, sequence.shape[2])  # every token is overwritten
     else:

@@ -10,7 +10,6 @@ from .buckets import FULL, K_AXIS, Bucket, BucketError, format_buckets, parse_bu
 from .calibration import Calibration, calibrate, read_masks
 from .inputs import PlanError
 from .onnx_planner import planner_model, write_planner
-from .picture import selection_picture
 from .plan import (
     DROPPED,
     FILL,
@@ -30,3 +29,11 @@ __all__ = [
     "PlanError", "PlannerConfig", "TokenPlan", "calibrate", "format_buckets", "mandatory_tokens", "mask_from_file",
     "parse_buckets", "plan_batch", "plan_tokens", "planner_model", "read_masks", "selection_picture", "write_planner",
 ]
+
+
+def __getattr__(name: str):
+    if name == "selection_picture":  # Pillow only when a picture is drawn
+        from .picture import selection_picture
+
+        return selection_picture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

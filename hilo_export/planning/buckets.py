@@ -55,6 +55,21 @@ class Bucket:
 FULL_BUCKET = Bucket(FULL, 1.0)
 
 
+def rooms(table: tuple[Bucket, ...], n_tokens: int, n_lowfreq: int) -> list[int]:
+    """Full-resolution tokens each bucket of ``table`` holds (the manifest's ``kept``), ``full`` last.
+
+    The one table bucket choice reads: the Python planner through ``choose_bucket``, the ONNX
+    planner as constants of the same expression; servers read the ONNX planner's ``bucket``."""
+    return [b.kept(n_tokens, 0 if b.is_full else n_lowfreq) for b in table]
+
+
+def choose_bucket(room: list[int], n_mask: int) -> int:
+    """Index of the smallest bucket whose room holds ``n_mask`` mandatory tokens (``full``, last,
+    holds any). Rooms grow along the table, so it is the number of partial buckets too small:
+    the ONNX planner computes exactly this sum."""
+    return sum(r < n_mask for r in room[:-1])
+
+
 def kept_range(table: tuple[Bucket, ...], index: int, n_tokens: int, n_lowfreq: int, sizing: str) -> dict[str, int]:
     """``k_kept`` of bucket ``table[index]`` as TensorRT's min/opt/max (the bucket's profile).
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .buckets import FULL_BUCKET, Bucket, BucketError
+from .buckets import FULL_BUCKET, Bucket, BucketError, choose_bucket, rooms
 from .inputs import DEFAULT_TOKEN_SIZE
 from .plan import PlannerConfig, mandatory_tokens, mask_from_file
 
@@ -65,5 +65,6 @@ def calibrate(masks: Sequence[np.ndarray], token_size: int = DEFAULT_TOKEN_SIZE,
     table = (*buckets, FULL_BUCKET)
     counts = {b.name: 0 for b in table}
     for needed, n_tokens, n_lowfreq in needs:
-        counts[next(b.name for b in table if b.is_full or b.capacity(n_tokens, n_lowfreq) >= needed)] += 1
+        # needed counts the low-frequency tokens too (mandatory_tokens); the rule takes mask tokens
+        counts[table[choose_bucket(rooms(table, n_tokens, n_lowfreq), needed - n_lowfreq)].name] += 1
     return Calibration(table, {name: count / len(needs) for name, count in counts.items()}, len(needs))

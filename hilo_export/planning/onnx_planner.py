@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .buckets import K_AXIS, parse_buckets
+from .buckets import K_AXIS, parse_buckets, rooms
 from .frequency import GRAY_WEIGHTS, analysis_stride, score_scale, window_counts
 from .plan import LowFreqLayout, PlanError, PlannerConfig
 
@@ -163,10 +163,11 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
 
     g.nodes.append(helper.make_node("Identity", [score], ["scores"], name="scores"))
 
-    # 4. bucket (plan._choose_bucket): capacities grow with the table, so the first bucket that
-    # holds the mask is the number of buckets that do not
+    # 4. bucket (buckets.choose_bucket, the one rule): the number of partial buckets whose room
+    # (buckets.rooms, the one table) is below the mask's token count
     n_mask = g.op("ReduceSum", g.op("Cast", mask_flat, to=TensorProto.INT64), g.const([0], i64), keepdims=1)
-    partial = [b.capacity(n_tokens, n_lowfreq) - n_lowfreq for b in table if not b.is_full]
+    room = rooms(table, n_tokens, n_lowfreq)
+    partial = room[:-1]
     if partial:
         too_small = g.op("Cast", g.op("Less", g.const(partial, i64), n_mask), to=TensorProto.INT64)
         bucket = g.op("ReduceSum", too_small, g.const([0], i64), keepdims=1)
@@ -179,8 +180,7 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
     # bucket keeps all N tokens, which the same steps give. How many (plan_batch): padded, the
     # bucket's room; exact, the mask plus the (capped) high-frequency region, clamped to
     # [1, room] (full: N).
-    kept = [n_tokens if b.is_full else b.capacity(n_tokens, n_lowfreq) - n_lowfreq for b in table]
-    k = g.op("Gather", g.const(kept, i64), bucket, axis=0)
+    k = g.op("Gather", g.const(room, i64), bucket, axis=0)
     if config.sizing != "padded":
         outside = g.op("Not", mask_flat)
         high = g.op("GreaterOrEqual", g.reshape(score, [n_tokens]), g.const(config.freq_threshold, f32))

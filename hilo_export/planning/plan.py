@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .buckets import Bucket, parse_buckets
+from .buckets import Bucket, choose_bucket, parse_buckets, rooms
 from .frequency import frequency_map, regional_mean
 from .inputs import (
     DEFAULT_TOKEN_SIZE,
@@ -302,11 +302,13 @@ def plan_batch(
     n_lowfreq = layout.count if layout else 0
     n_tokens = grid[0] * grid[1]
     needed = max(int(a.mask_tokens.sum()) for a in analyses)
-    bucket = _choose_bucket(table, needed, n_tokens, n_lowfreq)
+    room = rooms(table, n_tokens, n_lowfreq)
+    index = choose_bucket(room, needed)
+    bucket = table[index]
     if bucket.is_full:
         n_kept = n_tokens
     else:
-        room = bucket.capacity(n_tokens, n_lowfreq) - n_lowfreq
+        room = room[index]
         # one batch runs at one length: the longest plan's (shorter ones take their next-best tokens)
         n_kept = room if config.sizing == PADDED else max(_exact_kept(a, room, config) for a in analyses)
     return [_select(a, bucket, n_kept, layout, token_size, config) for a in analyses]
@@ -330,13 +332,6 @@ def mandatory_tokens(mask: Any, token_size: int = DEFAULT_TOKEN_SIZE,
     layout = _lowfreq_layout(grid, config)
     n_lowfreq = layout.count if layout else 0
     return int(mask_tokens.sum()) + n_lowfreq, grid[0] * grid[1], n_lowfreq
-
-
-def _choose_bucket(table: Sequence[Bucket], n_mask: int, n_tokens: int, n_lowfreq: int) -> Bucket:
-    for bucket in table:
-        if bucket.is_full or bucket.capacity(n_tokens, n_lowfreq) >= n_lowfreq + n_mask:
-            return bucket
-    raise AssertionError("bucket table has no full bucket")  # parse_buckets always appends it
 
 
 def _exact_kept(analysis: _Analysis, room: int, config: PlannerConfig) -> int:

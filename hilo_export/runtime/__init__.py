@@ -1,7 +1,8 @@
 """Serving a built folder from Python: ``HiLoRuntime`` (load, verify, plan, pick the bucket,
-run) and its diffusers integration (``apply`` swaps a pipeline's transformer for the engines).
+run on the caller's device) and its diffusers integration (``apply`` swaps a pipeline's transformer
+for the engines).
 
-Imports ``planning``, ``model`` and the manifest and backends of ``export``; never re-exports.
+Imports ``planning``, ``model`` and ``folder`` (manifest, backends, dtypes); never ``export``.
 """
 
 from .fill import FillPlanningError

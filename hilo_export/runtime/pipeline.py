@@ -17,6 +17,7 @@ import torch
 
 from ..errors import HiLoError
 from ..model.adapters import adapter_for
+from ..model.engine import ENGINE_INPUTS
 from ..model.transformer import HiLoTransformer
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, TokenPlan, plan_tokens
@@ -99,7 +100,9 @@ class EngineTransformer(_PlannedStep):
 
     @property
     def device(self) -> torch.device:
-        return torch.device("cpu")
+        """Where the engines run (diffusers puts the step's tensors here): the CPU, or the GPU
+        of ONNX Runtime's CUDA provider, TensorRT or the torch backend."""
+        return self.runtime.device
 
     def prepare(self, image: np.ndarray, mask: np.ndarray, dense: bool = False) -> TokenPlan:
         self.plan = self.runtime.plan(image, np.asarray(mask) > 0, dense=dense)
@@ -109,7 +112,7 @@ class EngineTransformer(_PlannedStep):
         plan = self._plan_for_call()
         if joint_attention_kwargs:
             raise RuntimeInputError("joint_attention_kwargs (e.g. LoRA scale) cannot change a built engine; fuse them before export")
-        feeds = {name: kwargs[name] for name in self._inputs if name not in ("hidden_states", "keep_indices", "fill")
+        feeds = {name: kwargs[name] for name in self._inputs if name != "hidden_states" and name not in ENGINE_INPUTS
                  and kwargs.get(name) is not None}
         text, text_len = kwargs.get("encoder_hidden_states"), self.runtime.manifest["text_len"]
         if text is not None and text.shape[1] != text_len:

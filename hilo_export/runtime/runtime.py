@@ -1,4 +1,11 @@
-"""``HiLoRuntime``: plan with a built folder's settings and run the matching bucket's engine."""
+"""``HiLoRuntime``: plan with a built folder's settings and run the matching bucket's engine.
+
+Torch tensors stay where they are: feeds go to the engine's device (no copy when they are
+already there) in the engine's dtypes, the engine reads them in place (ONNX Runtime's IO
+binding, TensorRT device pointers, torch itself), and the output comes back on the caller's
+device and dtype. Numpy inputs keep working (a torch CPU tensor comes back). What tokens
+without a prediction get is computed inside the engine graph (``use_fill``), never here.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,10 @@ import numpy as np
 import torch
 
 from ..errors import HiLoError
-from ..folder.backends import Backend, Profile, Runner, get_backend
-from ..folder.dtypes import from_numpy, to_numpy
+from ..folder.backends import TORCH_DTYPES, Backend, Profile, Runner, get_backend
+from ..folder.dtypes import from_numpy
 from ..folder.manifest import ManifestError, all_files, read_manifest, read_verified, verify_files
+from ..model.engine import ENGINE_INPUTS, engine_module
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, TokenPlan, plan_tokens
 
@@ -39,6 +47,7 @@ class HiLoRuntime:
         self._lock = threading.Lock()
         self._verify = True  # engine bytes are checked against the manifest when read (load(verify=False): not)
         self._rechecked: set[str] = set()  # files checked again when their first engine was made
+        self._keep: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None  # the last plan's keep list, on the device
 
     @classmethod
     def load(cls, folder: str | Path, backend: str | Backend | None = None, verify: bool = True) -> "HiLoRuntime":
@@ -69,35 +78,58 @@ class HiLoRuntime:
         return plan_tokens(image, mask, self.token_size, buckets, self.config)
 
     def __call__(self, *, plan: TokenPlan, fill: Any = None, **inputs: Any) -> torch.Tensor:
-        """One denoising step on the plan's bucket; returns the full-grid output as a torch tensor."""
+        """One denoising step on the plan's bucket; returns the full-grid output as a torch tensor.
+
+        On the device and in the dtype of ``hidden_states`` when that is a tensor (else the
+        engine's output on the CPU). ``fill``: what tokens without a prediction get (a full-grid
+        tensor); without it, their block's low-frequency prediction (computed in the graph)."""
         bucket = self._bucket_for(plan)
         expected = {v["name"]: v for v in bucket["inputs"]}
-        batch = self.manifest["batch"]
+        if bucket["n_lowfreq"] and "use_fill" not in expected:
+            raise ManifestError(f"the engines in {self.folder} were built by an older hilo-export, whose graphs leave "
+                                "tokens without a prediction to the caller; rebuild the folder with hilo-export build")
+        runner = self._runner(bucket["graph"])
+        device = runner.device
         feeds = {}
         for name, value in inputs.items():
-            if name not in expected or name in ("keep_indices", "fill"):
+            if name not in expected or name in ENGINE_INPUTS:
                 raise RuntimeInputError(f"unexpected input {name!r}; the engines take {sorted(expected)} (plan= and fill= apart)")
-            feeds[name] = _array(value, expected[name], name)
-        missing = set(expected) - set(feeds) - {"keep_indices", "fill"}
+            feeds[name] = _tensor(value, expected[name], name, device)
+        missing = set(expected) - set(feeds) - set(ENGINE_INPUTS)
         if missing:
             raise RuntimeInputError(f"missing inputs {sorted(missing)}")
-        keep = plan.keep_indices.numpy()  # exact sizing: the plan's own length, inside the bucket's range
-        feeds["keep_indices"] = np.ascontiguousarray(np.broadcast_to(keep, (batch, keep.shape[0])))
+        feeds["keep_indices"] = self._keep_indices(plan, device)
         fill_spec = expected["fill"]
-        feeds["fill"] = np.zeros(fill_spec["shape"], fill_spec["dtype"]) if fill is None else _array(fill, fill_spec, "fill")
+        if fill is None:
+            feeds["fill"] = torch.zeros(fill_spec["shape"], dtype=TORCH_DTYPES[fill_spec["dtype"]], device=device)
+        else:
+            feeds["fill"] = _tensor(fill, fill_spec, "fill", device)
+        if "use_fill" in expected:  # graphs with low-frequency tokens fill from them unless told otherwise
+            feeds["use_fill"] = torch.full((1,), fill is not None, dtype=torch.bool, device=device)  # no host copy
+        output = runner.run(bucket["name"], feeds)["output"]
+        like = inputs.get("hidden_states")
+        if isinstance(like, torch.Tensor):
+            return output.to(like.device, like.dtype)
+        return output.cpu()
 
-        outputs = self.run_bucket(bucket["name"], feeds)
-        output = outputs["output"]
-        if fill is None and bucket["n_lowfreq"]:
-            # no fill given: tokens without a prediction take their block's low-frequency one
-            dropped = np.ones(plan.n_tokens, bool)
-            dropped[plan.keep_indices.numpy()] = False
-            block = plan.lowfreq.block_of_token().numpy()
-            output[:, dropped] = outputs["lowfreq_output"][:, block[dropped]]
-        return from_numpy(output)
+    def _keep_indices(self, plan: TokenPlan, device: torch.device) -> torch.Tensor:
+        """int64 [batch, K], the plan's own length (exact sizing: inside the bucket's range), on
+        ``device``: copied there once per plan, not once per denoising step."""
+        cached = self._keep
+        if cached is not None and cached[0] is plan.keep_indices and cached[1] == device:
+            return cached[2]
+        keep = plan.keep_indices.to(device).expand(self.manifest["batch"], -1).contiguous()
+        self._keep = (plan.keep_indices, device, keep)  # one tuple: replaced whole, safe across threads
+        return keep
 
-    def run_bucket(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one bucket's engine on raw engine inputs (names and shapes as in the manifest)."""
+    @property
+    def device(self) -> torch.device:
+        """Where the engines run (a runner of the full graph is made if none is yet)."""
+        return self._runner(FULL).device
+
+    def run_bucket(self, name: str, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run one bucket's engine on raw engine inputs (names and shapes as in the manifest):
+        torch tensors in, torch tensors out on the engine's device; numpy in, numpy out."""
         return self._runner(self.buckets[name]["graph"]).run(name, feeds)
 
     def _bucket_for(self, plan: TokenPlan) -> dict[str, Any]:
@@ -119,7 +151,11 @@ class HiLoRuntime:
     def _engine_backend(self) -> Backend:
         if self._backend is None:
             choice = self._backend_choice
-            self._backend = choice if hasattr(choice, "load") else get_backend(choice or self.manifest["backend"]["name"])
+            name = choice or self.manifest["backend"]["name"]
+            # the torch backend makes its modules with the model code, which the folder layer does not import
+            self._backend = choice if hasattr(choice, "load") else get_backend(name, engine_module=engine_module)
+            if getattr(self._backend, "engine_module", False) is None:
+                self._backend.engine_module = engine_module
             if getattr(self._backend, "fix_k", False) and self.config.sizing != "padded":
                 raise RuntimeInputError(
                     f"the engines in {self.folder} plan with sizing {self.config.sizing!r}: every plan has its own length, "
@@ -163,11 +199,13 @@ class HiLoRuntime:
         return read
 
 
-def _array(value: Any, spec: dict[str, Any], name: str) -> np.ndarray:
-    array = to_numpy(value) if isinstance(value, torch.Tensor) else np.asarray(value)
-    if list(array.shape) != list(spec["shape"]):
+def _tensor(value: Any, spec: dict[str, Any], name: str, device: torch.device) -> torch.Tensor:
+    """``value`` as the engine reads it: on ``device``, in the manifest's dtype, contiguous; a tensor
+    that already is stays itself (no copy), a numpy array is wrapped (zero-copy) and moved."""
+    tensor = value if isinstance(value, torch.Tensor) else from_numpy(np.ascontiguousarray(np.asarray(value)))
+    if list(tensor.shape) != list(spec["shape"]):
         raise RuntimeInputError(
-            f"{name} has shape {list(array.shape)}, the engines expect {spec['shape']} "
+            f"{name} has shape {list(tensor.shape)}, the engines expect {spec['shape']} "
             "(engines are built for one resolution, batch and text length: see hilo-export inspect)"
         )
-    return np.ascontiguousarray(array.astype(spec["dtype"], copy=False))
+    return tensor.detach().to(device=device, dtype=TORCH_DTYPES[spec["dtype"]]).contiguous()

@@ -35,7 +35,6 @@ from ..errors import HiLoError, install_hint
 from ..folder.backends import BACKENDS
 from ..folder.manifest import all_files, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
-from ..planning.plan import LowFreqLayout
 from . import router as router_module
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 PLANNER = "planner"
 STEP = "hilo_edit_step"
 VERSION = "1"
-ENGINE_ONLY_INPUTS = ("keep_indices", "fill")
+ENGINE_ONLY_INPUTS = ("keep_indices", "fill", "use_fill")
 _DTYPES = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
     "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
@@ -137,8 +136,6 @@ def step_io(manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def routing(manifest: dict[str, Any]) -> dict[str, Any]:
     """What router.py needs to know about the folder (written as routing.json)."""
     spec = step_io(manifest)
-    grid = tuple(manifest["grid"])
-    factor = manifest["planner"]["lowfreq_factor"]
     width, height = manifest["resolution"]
     full_grid = [v for v in spec["inputs"] if v["name"] not in (router_module.IMAGE, router_module.MASK, router_module.FILL)]
     fill = next(v for v in spec["inputs"] if v["name"] == router_module.FILL)
@@ -150,7 +147,6 @@ def routing(manifest: dict[str, Any]) -> dict[str, Any]:
         "format": router_module.ROUTING_FORMAT,
         "image_size": [height, width],
         "batch": manifest["batch"],
-        "n_tokens": grid[0] * grid[1],
         "planner": PLANNER,
         "inputs": full_grid,
         "fill": {k: v for k, v in fill.items() if k != "optional"},
@@ -160,12 +156,10 @@ def routing(manifest: dict[str, Any]) -> dict[str, Any]:
                 "model": dit_model(b["graph"]),
                 "kept": b["kept"],
                 "kept_min": b["kept_min"],
-                "n_lowfreq": b["n_lowfreq"],
-                "outputs": [v["name"] for v in b["outputs"]],
+                "use_fill": any(v["name"] == router_module.USE_FILL for v in b["inputs"]),
             }
             for b in manifest["buckets"]
         ],
-        "block_of_token": None if factor is None else LowFreqLayout(factor, grid).block_of_token().tolist(),
     }
 
 
@@ -236,7 +230,8 @@ def write_repository(folder: Path, out: Path, backend: str | None = None, max_ba
 def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: int, force: bool,
                       progress: Callable[[str], None]) -> Path:
     manifest = read_manifest(folder)
-    backend = backend or manifest["backend"]["name"]
+    # a torch folder carries the same ONNX graphs: Triton serves those with onnxruntime
+    backend = backend or {"torch": "ort"}.get(manifest["backend"]["name"], manifest["backend"]["name"])
     if backend == "trt" and manifest["backend"]["name"] != "trt":
         raise TritonRepoError(
             f"{folder} holds {manifest['backend']['name']} engines, no TensorRT ones: build them on the serving GPU "

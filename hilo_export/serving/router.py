@@ -1,9 +1,10 @@
 """What the Triton model ``hilo_edit_step`` does with one request, without Triton.
 
-One edit step: run the planner on the image and mask, run the DiT model of the planned
-bucket on the full-grid inputs plus the plan's ``keep_indices``, and give tokens without a
-prediction their block's low-frequency prediction when no ``fill`` was sent (as
-``HiLoRuntime`` does). Models are reached through one callable, ``run_model(name, feeds,
+One edit step: run the planner on the image and mask (it chooses the bucket), run the DiT
+model of the planned bucket on the full-grid inputs plus the plan's ``keep_indices`` and the
+``fill``. Tokens without a prediction take ``fill`` when one was sent, else their block's
+low-frequency prediction: the engine graph does that itself (``use_fill``), as for every
+other consumer of the graphs. Models are reached through one callable, ``run_model(name, feeds,
 output_names) -> outputs``, which the Triton glue (model.py) implements with BLS requests and
 tests implement with ONNX Runtime sessions.
 
@@ -27,8 +28,8 @@ except ImportError:  # pragma: no cover - exercised only inside a Triton model r
         """Stand-in for hilo_export.errors.HiLoError where hilo_export is not installed."""
 
 ROUTING_FILE = "routing.json"
-ROUTING_FORMAT = 2  # 2: buckets carry kept_min (exact sizing runs a range of lengths)
-IMAGE, MASK, FILL, OUTPUT, BUCKET = "image", "mask", "fill", "output", "bucket"
+ROUTING_FORMAT = 3  # 3: the graphs fill dropped tokens (buckets say whether they take use_fill)
+IMAGE, MASK, FILL, USE_FILL, OUTPUT, BUCKET = "image", "mask", "fill", "use_fill", "output", "bucket"
 
 RunModel = Callable[[str, dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 
@@ -45,13 +46,10 @@ class Router:
             raise ValueError(f"routing format {routing.get('format')!r}, this router reads {ROUTING_FORMAT}: regenerate the repository")
         self.height, self.width = routing["image_size"]
         self.batch = routing["batch"]
-        self.n_tokens = routing["n_tokens"]
         self.planner = routing["planner"]
         self.inputs = {spec["name"]: spec for spec in routing["inputs"]}
         self.fill = routing["fill"]
         self.buckets = routing["buckets"]
-        block = routing["block_of_token"]
-        self.block = None if block is None else np.asarray(block, np.int64)
 
     @classmethod
     def load(cls, path: str | Path) -> Router:
@@ -77,13 +75,10 @@ class Router:
         fill = request.get(FILL)
         feeds["keep_indices"] = np.ascontiguousarray(np.broadcast_to(keep, (self.batch, keep.shape[0])))
         feeds[FILL] = np.zeros(self.fill["shape"], self.fill["dtype"]) if fill is None else self._checked(request, self.fill)
-        outputs = run_model(bucket["model"], feeds, bucket["outputs"])
-        output = np.array(outputs[OUTPUT])  # a writable copy: BLS tensors may be read-only
-        if fill is None and bucket["n_lowfreq"]:
-            dropped = np.ones(self.n_tokens, bool)
-            dropped[keep] = False
-            output[:, dropped] = np.asarray(outputs["lowfreq_output"])[:, self.block[dropped]]
-        return {OUTPUT: output, BUCKET: np.array([index], np.int64)}
+        if bucket[USE_FILL]:
+            feeds[USE_FILL] = np.array([fill is not None])
+        outputs = run_model(bucket["model"], feeds, [OUTPUT])
+        return {OUTPUT: np.asarray(outputs[OUTPUT]), BUCKET: np.array([index], np.int64)}
 
     def step_rows(self, request: dict[str, np.ndarray], run_model: RunModel) -> dict[str, np.ndarray]:
         """A batched request (``--max-batch``): every row is one request of engine shapes, planned on its own."""

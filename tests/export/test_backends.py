@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -101,3 +103,31 @@ def test_ort_sessions_of_both_graphs_share_one_copy_of_the_weights(built):
     assert len(backends[True]._shared._maps) == 1  # one mapping of the one weights file
     assert backends[False]._shared is None
     np.testing.assert_allclose(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
+
+
+def test_trt_tensor_types_map_to_torch_without_tensorrt():
+    """The TensorRT runner makes its outputs as torch tensors of the engine's types (by name: no numpy type for bf16)."""
+    import torch
+
+    class FakeType:
+        def __init__(self, name):
+            self.name = name
+
+        def __str__(self):
+            return f"DataType.{self.name}"
+
+    assert trt.torch_dtype(None, FakeType("BF16")) == torch.bfloat16
+    assert trt.torch_dtype(None, FakeType("HALF")) == torch.float16
+    assert trt.torch_dtype(None, FakeType("BOOL")) == torch.bool  # use_fill
+    with pytest.raises(BackendError, match="FP8"):
+        trt.torch_dtype(None, FakeType("FP8"))
+
+
+def test_the_torch_backend_needs_the_model_code():
+    from hilo_export.folder.backends.torch import TorchBackend
+
+    assert get_backend("torch").name == "torch"
+    with pytest.raises(BackendError, match="HiLoRuntime.load"):
+        TorchBackend().load(Path("g.onnx"), [], [Profile("s", 3)])
+    with pytest.raises(BackendError, match="--backend torch"):
+        TorchBackend().build(Path("g.onnx"), [Profile("s", 3)], "fp32", Path("."), "0" * 64)

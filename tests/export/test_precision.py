@@ -71,10 +71,13 @@ def test_runtime_runs_fp16_on_the_cpu_and_refuses_bf16_clearly(half_build):
     plan = runtime.plan(image, np.zeros(image.shape[:2], bool))
     bucket = runtime.buckets[plan.bucket]
     g = torch.Generator().manual_seed(0)
-    inputs = {v["name"]: torch.randn(v["shape"], generator=g) for v in bucket["inputs"] if v["name"] not in ("keep_indices", "fill")}
+    inputs = {v["name"]: torch.randn(v["shape"], generator=g) for v in bucket["inputs"]
+              if v["name"] not in ("keep_indices", "fill", "use_fill")}
     if precision == "fp16":
-        out = runtime(plan=plan, **inputs)
-        assert out.dtype == torch.float16 and out.shape == (1, 12, 16) and torch.isfinite(out).all()
+        out = runtime(plan=plan, **inputs)  # the output comes back in the caller's dtype
+        assert out.dtype == torch.float32 and out.shape == (1, 12, 16) and torch.isfinite(out).all()
+        half = runtime(plan=plan, **{**inputs, "hidden_states": inputs["hidden_states"].half()})
+        assert half.dtype == torch.float16 and torch.equal(half, out.half())
     else:
         with pytest.raises(BackendError, match="bf16 folder needs a GPU.*--precision fp16 or fp32"):
             runtime(plan=plan, **inputs)

@@ -89,7 +89,13 @@ def test_repository_layout_and_configs(repo, served):
     assert configs["planner"].backend == "onnxruntime"
     assert ModelInstanceGroup.Kind.Name(configs["planner"].instance_group[0].kind) == "KIND_CPU"
     assert [i.name for i in configs["planner"].input] == ["image", "mask"]
-    assert configs["dit_hilo"].backend == "onnxruntime" and list(configs["dit_hilo"].input[-2].dims) == [1, -1]
+    dit_inputs = {i.name: i for i in configs["dit_hilo"].input}
+    assert configs["dit_hilo"].backend == "onnxruntime" and list(dit_inputs["keep_indices"].dims) == [1, -1]
+    # the graph fills dropped tokens itself; the router only says whether it sent a fill
+    from tritonclient.grpc.model_config_pb2 import DataType
+
+    assert DataType.Name(dit_inputs["use_fill"].data_type) == "TYPE_BOOL" and list(dit_inputs["use_fill"].dims) == [1]
+    assert "use_fill" not in {i.name for i in configs["dit_full"].input}
     step = configs["hilo_edit_step"]
     assert step.backend == "python" and step.max_batch_size == 0
     fill = next(i for i in step.input if i.name == "fill")

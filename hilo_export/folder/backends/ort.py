@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ...errors import install_hint, require
 from ...planning.buckets import K_AXIS
-from . import BackendError, Profile
+from . import ONNX_TYPES, BackendError, Profile, numpy_io
 
 
 class OrtBackend:
@@ -48,10 +49,20 @@ class OrtBackend:
     def device(self) -> str:
         return "cuda" if "CUDAExecutionProvider" in self.providers() else "cpu"
 
+    def session_providers(self) -> list:
+        """The providers a session gets. On CUDA ORT computes on torch's current stream, so its
+        work is ordered with the caller's kernels without a synchronization in between."""
+        if self.device() != "cuda" or not torch.cuda.is_available():
+            return self.providers()
+        stream = torch.cuda.current_stream()
+        options = {"device_id": stream.device.index or 0, "user_compute_stream": str(stream.cuda_stream)}
+        return [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+
     def check_precision(self, precision: str) -> None:
         pass  # ONNX files of every precision build anywhere; where they run is the runtime's question
 
-    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]:
+    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str,
+              source=None) -> list[Path]:
         return []  # the ONNX file is the engine
 
     def load(self, onnx_path: Path, engine_files: list[Path], profiles: list[Profile],
@@ -79,7 +90,7 @@ class OrtBackend:
                 options.add_session_config_entry("session.disable_prepacking", "1")
         source = model if isinstance(model, bytes) else str(model)
         try:
-            return self._ort.InferenceSession(source, options, providers=self.providers())
+            return self._ort.InferenceSession(source, options, providers=self.session_providers())
         except self._ort.capi.onnxruntime_pybind11_state.NotImplemented as err:
             # ORT's CPU provider has no bfloat16 kernels for most ops (Mul, MatMul, ...)
             name = model.name if isinstance(model, Path) else "the graph"
@@ -91,7 +102,12 @@ class OrtBackend:
 
 
 class OrtRunner:
-    """Sessions are created on first use and shared; ``InferenceSession.run`` is thread-safe."""
+    """Sessions are created on first use and shared; ``InferenceSession.run`` is thread-safe.
+
+    Feeds are bound by pointer (IO binding) where they lie, on the session's device; ONNX
+    Runtime allocates the outputs there and they come back as torch tensors through DLPack,
+    so neither direction copies (on the CPU, nor through the host on CUDA).
+    """
 
     def __init__(self, backend: OrtBackend, onnx_path: Path, profiles: list[Profile],
                  read: Callable[[Path], bytes] | None = None):
@@ -101,7 +117,12 @@ class OrtRunner:
         self._lock = threading.Lock()
         # read (and verify) once; the bytes are kept only while more sessions may be made from them
         self._model: Path | bytes | None = read(onnx_path) if read is not None else onnx_path
-        self.output_names = [o.name for o in self._session(profiles[0].bucket).get_outputs()]
+        first = self._session(profiles[0].bucket)
+        self.output_names = [o.name for o in first.get_outputs()]
+        self._input_names = [i.name for i in first.get_inputs()]
+        # a CPU-only torch beside onnxruntime-gpu: tensors are bound on the CPU and ORT copies them
+        on_gpu = backend.device() == "cuda" and torch.cuda.is_available()
+        self.device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
         if not backend.fix_k:
             self._model = None
 
@@ -112,9 +133,20 @@ class OrtRunner:
                 self._sessions[kept] = self._backend.session(self._model, kept)
             return self._sessions[kept]
 
-    def run(self, bucket: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self._session(bucket).run(self.output_names, feeds)
-        return dict(zip(self.output_names, outputs))
+    @numpy_io
+    def run(self, bucket: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        session = self._session(bucket)
+        binding = session.io_binding()
+        kind, index = self.device.type, self.device.index or 0
+        bound = []  # the bound tensors must live until the run is over
+        for name in self._input_names:
+            tensor = feeds[name].to(self.device).contiguous()  # no copy when already there and dense
+            bound.append(tensor)
+            binding.bind_input(name, kind, index, ONNX_TYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+        for name in self.output_names:
+            binding.bind_output(name, kind, index)
+        session.run_with_iobinding(binding)
+        return {name: torch.from_dlpack(value) for name, value in zip(self.output_names, binding.get_outputs())}
 
 
 class SharedWeights:

@@ -15,12 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from ...files import atomic_path
 from ...planning.buckets import K_AXIS
-from ..dtypes import PRECISIONS, from_numpy, to_numpy
-from . import BackendError, Profile
+from ..dtypes import PRECISIONS
+from . import TORCH_DTYPES, BackendError, Profile, numpy_io
 
 INSTALL_HINT = (
     "TensorRT is not installed. Install it where an NVIDIA GPU and driver exist (for example "
@@ -120,7 +118,8 @@ class TrtBackend:
         major, minor = torch.cuda.get_device_capability()
         return f"{torch.cuda.get_device_name()} sm_{major}{minor}"
 
-    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str) -> list[Path]:
+    def build(self, onnx_path: Path, profiles: list[Profile], precision: str, out_dir: Path, key: str,
+              source=None) -> list[Path]:
         trt = self._trt
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
@@ -180,7 +179,13 @@ def _plugin_layers(trt, network) -> int:
 
 
 class TrtRunner:
-    """Runs one engine; each bucket selects its optimization profile. One call at a time per runner."""
+    """Runs one engine; each bucket selects its optimization profile. One call at a time per runner.
+
+    Feeds are read where they lie on the GPU (``set_tensor_address``), outputs are torch tensors
+    made on the same device, and the engine is enqueued on torch's current stream with no
+    synchronization: the caller's next kernels on that stream see the results, as with any
+    torch op. Feeds on another device are moved once (``tensor.to``), never through numpy.
+    """
 
     def __init__(self, trt, engine_path: Path, profiles: list[Profile], read: Callable[[Path], bytes] = Path.read_bytes):
         import threading
@@ -196,33 +201,39 @@ class TrtRunner:
         self._profile_index = {p.bucket: i for i, p in enumerate(profiles)}
         self._trt = trt
         self._lock = threading.Lock()  # an execution context is not reentrant
+        self.device = torch.device("cuda", torch.cuda.current_device())
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self.output_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self._input_names = [n for n in names if n not in self.output_names]
+        self._dtypes = {n: torch_dtype(trt, self._engine.get_tensor_dtype(n)) for n in names}
 
-    def run(self, bucket: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    @numpy_io
+    def run(self, bucket: str, feeds: dict[str, Any]) -> dict[str, Any]:
         torch = self._torch
         with self._lock:
-            stream = torch.cuda.current_stream()
+            stream = torch.cuda.current_stream(self.device)
             # the profile must be chosen before input shapes are set
             self._context.set_optimization_profile_async(self._profile_index[bucket], stream.cuda_stream)
-            inputs = {n: from_numpy(np.ascontiguousarray(feeds[n])).cuda() for n in self._input_names}
+            # kept referenced until the call returns; the caching allocator orders their reuse on this stream
+            inputs = {n: feeds[n].to(self.device, self._dtypes[n]).contiguous() for n in self._input_names}
             for name, tensor in inputs.items():
                 self._context.set_input_shape(name, tuple(tensor.shape))
                 self._context.set_tensor_address(name, tensor.data_ptr())
             outputs = {}
             for name in self.output_names:
                 shape = tuple(self._context.get_tensor_shape(name))
-                dtype = _torch_dtype(self._trt, torch, self._engine.get_tensor_dtype(name))
-                outputs[name] = torch.empty(shape, dtype=dtype, device="cuda")
+                outputs[name] = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
                 self._context.set_tensor_address(name, outputs[name].data_ptr())
             if not self._context.execute_async_v3(stream.cuda_stream):
                 raise BackendError(f"TensorRT execution failed for bucket {bucket}")
-            stream.synchronize()
-            return {name: to_numpy(tensor) for name, tensor in outputs.items()}
+            return outputs
 
 
-def _torch_dtype(trt, torch, trt_dtype) -> Any:
-    if trt_dtype == trt.DataType.BF16:  # trt.nptype has no numpy type for it
-        return torch.bfloat16
-    return from_numpy(np.zeros(1, dtype=trt.nptype(trt_dtype))).dtype
+def torch_dtype(trt, trt_dtype) -> Any:
+    """The torch dtype of a TensorRT tensor type (by name: trt.nptype has no bfloat16)."""
+    name = str(trt_dtype).rsplit(".", 1)[-1].upper()
+    table = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+             "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+    if name not in table:
+        raise BackendError(f"the engine has a tensor of TensorRT type {name}, which hilo-export does not feed; rebuild it")
+    return TORCH_DTYPES[table[name]]

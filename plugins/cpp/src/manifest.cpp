@@ -278,25 +278,6 @@ const Graph& Manifest::graph(const std::string& kind) const {
   throw Error(join(folder_, "manifest.json") + ": no graph named '" + kind + "'" + kRebuild);
 }
 
-const Bucket& Manifest::choose_bucket(int64_t mask_tokens) const {
-  if (mask_tokens < 0 || mask_tokens > n_tokens()) {
-    throw Error("mask covers " + std::to_string(mask_tokens) + " tokens, but the grid has " + std::to_string(n_tokens()) +
-                "; count dilated mask tokens on the " + std::to_string(grid_h_) + "x" + std::to_string(grid_w_) + " grid");
-  }
-  for (const Bucket& b : buckets_) {
-    if (b.is_full() || b.capacity >= b.n_lowfreq + mask_tokens) return b;
-  }
-  return buckets_.back();  // unreachable: parse() requires a full bucket last
-}
-
-const Bucket& Manifest::choose_bucket_for_tokens(int64_t required) const {
-  if (required < 0) throw Error("a plan cannot need " + std::to_string(required) + " tokens");
-  for (const Bucket& b : buckets_) {
-    if (b.is_full() || b.capacity >= required) return b;
-  }
-  return buckets_.back();
-}
-
 const Bucket& Manifest::bucket_for_kept(int64_t kept) const {
   for (const Bucket& b : buckets_) {
     if (b.holds(kept)) return b;

@@ -80,18 +80,6 @@ void check_table(const hilo::Manifest& m, const Value& golden) {
 }
 
 void check_choices(const hilo::Manifest& m, const Value& golden) {
-  for (const Value& c : member(golden, "choose").items()) {
-    const int64_t n = member(c, "mask_tokens").as_int();
-    const std::string& want = member(c, "bucket").as_string();
-    const std::string got = m.choose_bucket(n).name;
-    expect(got == want, "choose_bucket(" + std::to_string(n) + ") = " + got + ", Python: " + want);
-  }
-  for (const Value& c : member(golden, "choose_tokens").items()) {
-    const int64_t n = member(c, "required").as_int();
-    const std::string& want = member(c, "bucket").as_string();
-    const std::string got = m.choose_bucket_for_tokens(n).name;
-    expect(got == want, "choose_bucket_for_tokens(" + std::to_string(n) + ") = " + got + ", Python: " + want);
-  }
   for (const hilo::Bucket& b : m.buckets()) {  // both ends of every bucket's range
     expect(m.bucket_for_kept(b.kept).name == b.name, "bucket_for_kept(" + std::to_string(b.kept) + ")");
     expect(m.bucket_for_kept(b.kept_min).name == b.name, "bucket_for_kept(" + std::to_string(b.kept_min) + ")");
@@ -105,7 +93,6 @@ void check_plans(const hilo::Manifest& m, const Value& golden) {
     const std::string& want = member(p, "bucket").as_string();
     try {
       expect(m.check_plan(index, keep).name == want, "check_plan bucket " + want);
-      expect(m.choose_bucket(member(p, "mask_tokens").as_int()).name == want, "planner's mask tokens choose " + want);
       std::vector<int64_t> input = m.keep_indices_input(index, keep);
       expect(input.size() == keep.size() * static_cast<size_t>(m.batch()), "keep_indices_input size");
     } catch (const hilo::Error& err) {
@@ -122,8 +109,6 @@ void check_errors(const hilo::Manifest& m, const Value& golden) {
     try {
       if (kind == "check_plan") {
         m.check_plan(member(e, "bucket_index").as_int(), ints(member(e, "keep")));
-      } else if (kind == "choose_bucket") {
-        m.choose_bucket(member(e, "mask_tokens").as_int());
       } else if (kind == "bucket") {
         m.bucket(member(e, "name").as_string());
       } else if (kind == "bucket_for_kept") {

@@ -83,13 +83,8 @@ class Manifest {
   const std::string& backend_version() const { return backend_version_; }
   const std::string& backend_device() const { return backend_device_; }
 
-  // The bucket the Python planner picks for a mask that covers `mask_tokens` grid tokens
-  // after dilation: the first whose capacity holds them plus the low-frequency tokens,
-  // `full` when none does (planning/plan.py _choose_bucket).
-  const Bucket& choose_bucket(int64_t mask_tokens) const;
-  // The bucket that runs `required` tokens (mask + low-frequency, as plan.mandatory_tokens
-  // counts them): the first whose capacity is at least that, else `full`.
-  const Bucket& choose_bucket_for_tokens(int64_t required) const;
+  // There is no bucket choice here: the planner model (planner-*.onnx, the folder's
+  // planner_model) outputs the bucket index; check it and keep_indices with check_plan.
   // The bucket a keep list of length `kept` belongs to: the one whose [kept_min, kept] holds it
   // (bucket ranges do not overlap, so K fixes the bucket).
   const Bucket& bucket_for_kept(int64_t kept) const;
