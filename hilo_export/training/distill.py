@@ -70,6 +70,7 @@ class DistillRequest:
     gradient_checkpointing: bool = False
     text_len: int | None = None  # Fill pipelines: prompt tokens (the empty prompt is padded to this)
     resume: bool = False
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
 
     def __post_init__(self) -> None:
         if self.images is None or self.out is None:
@@ -108,6 +109,8 @@ class DistillResult:
 def distill(request: DistillRequest, masks: MaskSampler,
             progress: Callable[[str], None] = log.info) -> DistillResult:
     """Train the student, then write the distilled model (adapters merged) with its report."""
+    if request.threads:
+        torch.set_num_threads(request.threads)
     source = open_source(request.model, request.device, PRECISIONS[request.precision], request.text_len)
     if request.resolution % source.token_size:
         raise TrainError(f"--resolution {request.resolution} is not a multiple of the model's {source.token_size}-px tokens; "
@@ -236,7 +239,7 @@ def _resume(path: Path, request: DistillRequest, params: dict[str, torch.nn.Para
     state = load_checkpoint(path)
     # every setting but the step count (and resume itself) must match the run being continued
     differ = sorted(k for k, v in request.settings().items()
-                    if k not in ("steps", "resume") and state["settings"].get(k) != v)
+                    if k not in ("steps", "resume", "threads") and state["settings"].get(k) != v)
     if differ:
         raise TrainError(f"{path} was trained with other settings ({', '.join(differ)}); "
                          "resume with the same ones, or start afresh without --resume")
