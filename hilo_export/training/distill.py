@@ -116,7 +116,9 @@ def distill(request: DistillRequest, masks: MaskSampler,
         raise TrainError(f"--resolution {request.resolution} is not a multiple of the model's {source.token_size}-px tokens; "
                          f"use {request.resolution // source.token_size * source.token_size or source.token_size}")
     images = read_images(request.images, request.resolution)
-    student = Student(source.model, request.lora_rank)
+    with torch.random.fork_rng(devices=[]):  # the adapters' random start comes from the seed: runs repeat
+        torch.manual_seed(request.seed)
+        student = Student(source.model, request.lora_rank)
     if request.gradient_checkpointing:
         enable_gradient_checkpointing(source.model)
     source.model.train()

@@ -89,7 +89,9 @@ class ReferenceSource:
 
     def __init__(self, name: str, folder: Path, device: str, dtype: torch.dtype):
         self.name, self.folder, self.device = name, folder, device
-        self.model = load_reference(folder).to(device, dtype)
+        self.model = load_reference(folder)  # float32 on the CPU
+        if dtype != torch.float32 or device != "cpu":
+            self.model.to(device, dtype)
 
     def sigmas(self, grid: tuple[int, int]) -> list[float]:
         # the reference pipeline's scheduler has shift 1: its sigmas are the linear ones
@@ -125,7 +127,7 @@ class FillSource:
 
         self.name, self.folder, self.device = name, folder, device
         try:
-            pipe = FluxFillPipeline.from_pretrained(folder, torch_dtype=dtype)
+            pipe = FluxFillPipeline.from_pretrained(folder, dtype=dtype)
         except (OSError, ValueError, RuntimeError) as err:
             raise TrainError(f"cannot load the pipeline in {folder}: {str(err).splitlines()[0]}") from None
         pipe.to(device)
