@@ -64,6 +64,7 @@ class DistillRequest:
     full_share: float = 0.25  # share of steps that train the dense (full-bucket) prediction
     mask_weight: float = 4.0  # loss weight of the dilated mask's tokens, against 1 for context tokens
     warmup: int = 20  # steps of linear learning-rate warm-up
+    validation_batches: int = 3  # fixed batches (one per category, never trained on) scored at every checkpoint
     seed: int = 0
     checkpoint_every: int = 50
     log_every: int = 10
@@ -132,6 +133,8 @@ def distill(request: DistillRequest, masks: MaskSampler,
     if request.resume and checkpoint.exists():
         start, spent, history = _resume(checkpoint, request, params, optimizer)
         progress(f"resumed from {checkpoint} at step {start}")
+    if start == 0 and request.validation_batches:
+        history.append(validate(student, source, request, images, masks, sigmas, 0))
     progress(f"distilling {source.name} ({source.kind}): {sum(p.numel() for p in params.values()):,} trained parameters "
              f"(LoRA rank {request.lora_rank} on {len(student.layers)} layers, low-frequency embedding), "
              f"{len(images)} images, {request.resolution}-px crops, {grid[0]}x{grid[1]} tokens, noise levels "
@@ -151,11 +154,17 @@ def distill(request: DistillRequest, masks: MaskSampler,
         if done % request.log_every == 0 or done == request.steps:
             elapsed = time.perf_counter() - tick
             per_step = elapsed / (done - start)
-            recent = [r["loss"] for r in history[-request.log_every:]]
+            recent = [r["loss"] for r in history[-request.log_every:] if r["kind"] != "validation"]
             progress(f"step {done}/{request.steps}: loss {np.mean(recent):.4g} (last {len(recent)}), "
                      f"{per_step:.2f} s/step, ETA {_clock(per_step * (request.steps - done))}")
         if done % request.checkpoint_every == 0 and done < request.steps:
+            if request.validation_batches:
+                history.append(validate(student, source, request, images, masks, sigmas, done))
+                progress(f"step {done}: validation loss {history[-1]['loss']:.4g} (HiLo, fixed batches)")
             _save_checkpoint(checkpoint, request, params, optimizer, done, spent + time.perf_counter() - tick, history)
+    if request.steps > start and request.validation_batches:
+        history.append(validate(student, source, request, images, masks, sigmas, request.steps))
+        progress(f"step {request.steps}: validation loss {history[-1]['loss']:.4g} (HiLo, fixed batches)")
     seconds = spent + time.perf_counter() - tick
     if request.steps > start:
         _save_checkpoint(checkpoint, request, params, optimizer, request.steps, seconds, history)
@@ -166,8 +175,20 @@ def distill(request: DistillRequest, masks: MaskSampler,
     return DistillResult(folder, request.steps, seconds, history)
 
 
+VALIDATION_DRAW = 10**9  # validation batches are drawn as steps from here on: never a training step's
+
+
+@torch.no_grad()
+def validate(student: Student, source: Source, request: DistillRequest, images: list[np.ndarray],
+             masks: MaskSampler, sigmas: list[float], step: int) -> dict[str, Any]:
+    """The HiLo loss on the same fixed batches every time: a curve that batch-to-batch noise does not hide."""
+    losses = [train_step(student, source, request, images, masks, sigmas, VALIDATION_DRAW + i, dense=False)["loss"]
+              for i in range(request.validation_batches)]
+    return {"step": step, "loss": float(np.mean(losses)), "kind": "validation", "per_batch": [round(v, 8) for v in losses]}
+
+
 def train_step(student: Student, source: Source, request: DistillRequest, images: list[np.ndarray],
-               masks: MaskSampler, sigmas: list[float], step: int) -> dict[str, Any]:
+               masks: MaskSampler, sigmas: list[float], step: int, dense: bool | None = None) -> dict[str, Any]:
     """One batch's loss (``tensor``) and what the loss curve records of it. Drawn from (seed, step)
     alone, so a resumed run sees the batches an uninterrupted one would."""
     rng = np.random.default_rng([request.seed, step])
@@ -175,7 +196,8 @@ def train_step(student: Student, source: Source, request: DistillRequest, images
     category = CATEGORIES[step % len(CATEGORIES)]
     crops, drawn = draw_batch(images, request.resolution, request.batch, category, masks, rng)
     sigma = sigmas[int(rng.integers(len(sigmas)))]
-    dense = bool(rng.random() < request.full_share)
+    drawn_dense = bool(rng.random() < request.full_share)
+    dense = drawn_dense if dense is None else dense
     plans = plan_batch(crops, drawn, source.token_size, request.buckets, request.config)
     pixels, holes = to_tensors(crops, drawn)
     inputs = source.inputs(pixels, holes, sigma, noise)

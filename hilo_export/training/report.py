@@ -22,16 +22,18 @@ def write_report(out: Path, settings: dict[str, Any], source: Any, history: list
                  sigmas: list[float], rank: int) -> None:
     hilo = [r["loss"] for r in history if r["kind"] == "hilo"]
     full = [r["loss"] for r in history if r["kind"] == "full"]
+    validation = [(r["step"], r["loss"]) for r in history if r["kind"] == "validation"]
     report = {
         "model": {"name": source.name, "kind": source.kind, "token_size": source.token_size},
         "settings": settings,
         "student": {"lora_rank": rank, "lowfreq_embedding": "learned, started at the model's own patch embedding"},
         "sigmas": [round(s, 6) for s in sigmas],
-        "steps": len(history) and history[-1]["step"],
+        "steps": max((r["step"] for r in history), default=0),
         "wall_seconds": round(seconds, 1),
         "machine": {"device": settings["device"], "torch_threads": torch.get_num_threads(), "cpu": platform.processor()},
         "loss": {"hilo_first": _mean(hilo[:20]), "hilo_last": _mean(hilo[-20:]),
-                 "full_first": _mean(full[:10]), "full_last": _mean(full[-10:])},
+                 "full_first": _mean(full[:10]), "full_last": _mean(full[-10:]),
+                 "validation": [[step, round(loss, 8)] for step, loss in validation]},
         "history": history,
     }
     with atomic_path(out / REPORT) as tmp:
@@ -50,6 +52,9 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    validation = [(r["step"], r["loss"]) for r in history if r["kind"] == "validation"]
+    if validation:
+        ax.plot(*zip(*validation), "o-", color="black", label="HiLo, fixed validation batches")
     for kind, colour in (("hilo", "tab:blue"), ("full", "tab:orange")):
         points = [(r["step"], r["loss"]) for r in history if r["kind"] == kind]
         if not points:

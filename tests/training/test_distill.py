@@ -49,7 +49,9 @@ def test_the_reference_model_distills_from_the_command_line(images, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(out)
     report = json.loads((out / "distill.json").read_text())
-    assert [r["step"] for r in report["history"]] == [1, 2] and report["model"]["kind"] == "reference"
+    assert [r["step"] for r in report["history"] if r["kind"] != "validation"] == [1, 2]
+    assert [r["step"] for r in report["history"] if r["kind"] == "validation"] == [0, 2]  # the start and the end
+    assert report["model"]["kind"] == "reference" and report["loss"]["validation"][0][1] > 0
     assert report["sigmas"][0] == 1.0 and len(report["sigmas"]) == 8 and report["wall_seconds"] > 0
     assert (out / "loss.png").stat().st_size > 0 and (out / DECODER_FILE).exists()
     model = load_reference(out)  # the reference pipeline's loader takes the folder, embedding and all
