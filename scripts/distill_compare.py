@@ -37,7 +37,8 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--student", type=Path, required=True, help="the distilled reference model's folder")
+    parser.add_argument("--student", type=Path, action="append", required=True,
+                        help="a distilled reference model's folder (repeat: several, e.g. checkpoints along a run)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--per-category", type=int, default=2)
@@ -50,14 +51,14 @@ def main() -> None:
     size = (args.resolution, args.resolution)
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = args.variants.split(",")
-    teacher_model, student_model = load_reference(), load_reference(args.student)
+    models = {"teacher": load_reference(), **{f"student{i}": load_reference(p) for i, p in enumerate(args.student)}}
+    students = [who for who in models if who != "teacher"]
     decoder = load_decoder(reference_weights_dir())
-    runs = {(who, v): Ablation(model, decoder, config=VARIANTS[v])
-            for who, model in (("teacher", teacher_model), ("student", student_model)) for v in variants}
+    runs = {(who, v): Ablation(model, decoder, config=VARIANTS[v]) for who, model in models.items() for v in variants}
     suite = mask_suite(size, args.per_category, seed=1)  # the bench's fidelity masks
     pooled = {c: Pooled() for c in CATEGORY_RATIOS}
     kept: dict[str, list[float]] = {f"{c}/{v}": [] for c in CATEGORY_RATIOS for v in variants}
-    paired: dict[str, list[float]] = {f"{c}/{v}": [] for c in CATEGORY_RATIOS for v in variants}
+    paired: dict[str, list[float]] = {f"{who}/{c}/{v}": [] for who in students for c in CATEGORY_RATIOS for v in variants}
     start = time.perf_counter()
     for item in suite:
         inside = item.mask > 0
@@ -65,26 +66,30 @@ def main() -> None:
             truth = eval_image(name, size)
             for seed in seeds:
                 teacher_dense = runs["teacher", variants[0]].dense(truth, inside, seed)
-                student_dense = runs["student", variants[0]].dense(truth, inside, seed)
                 fid = pooled[item.category]
                 fid.add("teacher_dense_vs_truth", teacher_dense, truth, inside)
-                fid.add("student_dense_vs_teacher_dense", student_dense, teacher_dense, inside)
+                for who in students:
+                    student_dense = runs[who, variants[0]].dense(truth, inside, seed)
+                    fid.add(f"{who}_dense_vs_teacher_dense", student_dense, teacher_dense, inside)
                 for v in variants:
                     before = runs["teacher", v].edit("hilo", truth, inside, seed)
-                    after = runs["student", v].edit("hilo", truth, inside, seed)
                     fid.add(f"{v}/teacher_hilo_vs_teacher_dense", before.image, teacher_dense, inside)
-                    fid.add(f"{v}/student_hilo_vs_teacher_dense", after.image, teacher_dense, inside)
-                    fid.add(f"{v}/student_hilo_vs_truth", after.image, truth, inside)
                     fid.add(f"{v}/teacher_hilo_vs_truth", before.image, truth, inside)
-                    kept[f"{item.category}/{v}"].append(after.tokens / (size[0] // 8) ** 2)
-                    # per case and seed: how much closer to the teacher's dense edit distillation brought HiLo's
-                    paired[f"{item.category}/{v}"].append(
-                        psnr(after.image, teacher_dense, inside) - psnr(before.image, teacher_dense, inside))
+                    kept[f"{item.category}/{v}"].append(before.tokens / (size[0] // 8) ** 2)
+                    for who in students:
+                        after = runs[who, v].edit("hilo", truth, inside, seed)
+                        fid.add(f"{v}/{who}_hilo_vs_teacher_dense", after.image, teacher_dense, inside)
+                        fid.add(f"{v}/{who}_hilo_vs_truth", after.image, truth, inside)
+                        # per case and seed: how much closer to the teacher's dense edit distillation brought HiLo's
+                        paired[f"{who}/{item.category}/{v}"].append(
+                            psnr(after.image, teacher_dense, inside) - psnr(before.image, teacher_dense, inside))
         print(f"{item.name} done ({time.perf_counter() - start:.0f} s)", flush=True)
     table = {c: {key: _round(p.psnr(key)) for key in sorted(p.sq)} for c, p in pooled.items()}
-    report = {"student": str(args.student), "resolution": args.resolution, "per_category": args.per_category,
-              "images": args.images.split(","), "seeds": seeds, "variants": {v: VARIANTS[v].to_dict() for v in variants},
-              "psnr_in_mask_db": table, "sequence_share": {k: _round(float(np.mean(v)), 3) for k, v in kept.items()},
+    report = {"students": {who: str(p) for who, p in zip(students, args.student)}, "resolution": args.resolution,
+              "per_category": args.per_category, "images": args.images.split(","), "seeds": seeds,
+              "variants": {v: VARIANTS[v].to_dict() for v in variants}, "psnr_in_mask_db": table,
+              "gain_db_mean_ci95": {k: _ci(v) for k, v in paired.items()},
+              "sequence_share": {k: _round(float(np.mean(v)), 3) for k, v in kept.items()},
               "wall_seconds": round(time.perf_counter() - start, 1), "threads": args.threads}
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps({"psnr": table, "gain": report["gain_db_mean_ci95"]}, indent=1))
