@@ -69,7 +69,18 @@ def test_a_fill_pipeline_distills_builds_and_its_engines_carry_the_embedding(fil
     # the adapters were merged: the block weights moved, the embedders were not trained
     assert not torch.equal(loaded.single_transformer_blocks[0].attn.to_q.weight, stock.single_transformer_blocks[0].attn.to_q.weight)
     assert torch.equal(loaded.x_embedder.weight, stock.x_embedder.weight)
-    # build checks every exported graph against the eager model (loaded with its embedding) before it writes them
+    # build checks every exported graph against the eager model (loaded with its embedding) before it writes
+    # them; a large learned difference makes that check fail unless the engines carry the embedding
+    from safetensors.torch import load_file, save_file
+
+    path = out / "transformer" / LOWFREQ_FILE
+    g = torch.Generator().manual_seed(0)
+    save_file({k: torch.randn(v.shape, generator=g) for k, v in load_file(path).items()}, str(path))
+    embed = load_model(str(out)).model.x_embedder
+    x = torch.randn(1, 5, embed.in_features, generator=g)
+    plain = embed(x)  # no low-frequency tokens: the stock embedding
+    embed.n_lowfreq = 2
+    assert (embed(x) - plain)[:, :2].abs().min() > 1e-3 and torch.equal(embed(x)[:, 2:], plain[:, 2:])
     engines = build(BuildRequest(str(out), resolution=(FILL_RESOLUTION, FILL_RESOLUTION), text_len=FILL_TEXT_LEN,
                                  out_dir=tmp_path / "engines", config=fill_request(fill_folder, images, out).config),
                     progress=lambda _: None)
