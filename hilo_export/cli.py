@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from .cli_bench import bench, tiny_pipeline
+from .cli_distill import distill
 from .errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, HiLoError
 from .examples import example_image_path, example_mask_path
 from .export.trt_check import TENSORRT_VERSION
@@ -333,6 +334,7 @@ def triton(folder, out_dir, backend, max_batch, force) -> None:
 
 main.add_command(bench)
 main.add_command(tiny_pipeline)
+main.add_command(distill)
 
 
 if __name__ == "__main__":  # python -m hilo_export.cli

@@ -10,9 +10,9 @@ import hilo_export
 PACKAGE = Path(hilo_export.__file__).parent
 # A module may import its own stage and the stages before it; model and folder, evaluation and serving are peers.
 STAGE = {"errors": -1, "files": 0, "examples": 0, "images": 0, "planning": 1, "model": 2, "folder": 2, "export": 3,
-         "runtime": 4, "reference": 5, "evaluation": 6, "serving": 6, "cli": 7}
-# Earlier stages that a stage still must not import: serving engines never loads the exporter.
-FORBIDDEN = {("runtime", "export"), ("serving", "export")}
+         "runtime": 4, "reference": 5, "training": 6, "evaluation": 7, "serving": 7, "cli_bench": 8, "cli_distill": 8, "cli": 9}
+# Earlier stages that a stage still must not import: serving engines never loads the exporter or the trainer.
+FORBIDDEN = {("runtime", "export"), ("serving", "export"), ("serving", "training")}
 
 
 def _stage_of(parts: tuple[str, ...]) -> str | None:

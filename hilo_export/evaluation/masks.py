@@ -83,6 +83,16 @@ def random_mask(size: tuple[int, int], rng: np.random.Generator, max_ratio: floa
     return draw_mask(str(shape), size, float(rng.uniform(0.02, max_ratio)), rng)
 
 
+def sample_mask(size: tuple[int, int], category: str, rng: np.random.Generator) -> np.ndarray:
+    """One mask of ``category`` at ``size`` = (width, height), drawn as the suite draws them: a shape from
+    the traffic mix and a target spread around the category's mean ratio (for training): 255 = edit."""
+    if category not in CATEGORY_RATIOS:
+        raise EvaluationError(f"unknown mask category {category!r}; choose from {list(CATEGORY_RATIOS)}")
+    shape = str(rng.choice(SHAPES, p=[SHAPE_MIX[s] for s in SHAPES]))
+    target = CATEGORY_RATIOS[category] * rng.uniform(1 - RATIO_SPREAD, 1 + RATIO_SPREAD)
+    return draw_mask(shape, size, float(target), rng)
+
+
 def draw_mask(shape: str, size: tuple[int, int], target: float, rng: np.random.Generator) -> np.ndarray:
     if shape not in SHAPES:
         raise EvaluationError(f"unknown mask shape {shape!r}; choose from {list(SHAPES)}")

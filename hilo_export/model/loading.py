@@ -120,10 +120,14 @@ def load_reference(folder: Path | None = None) -> torch.nn.Module:
     """The trained reference model, in float32 (its weights are stored in float16)."""
     from diffusers import FluxTransformer2DModel
 
+    from .lowfreq import install
+
     folder = folder or reference_weights_dir()
     if not (folder / "config.json").exists():
         raise ModelError(f"no reference weights in {folder}: train them with scripts/train_reference.py --out {folder}")
-    return FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
+    model = FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
+    install(model, folder)  # a distilled reference model brings its low-frequency embedding
+    return model
 
 
 def text_len_for(name: str) -> int:
@@ -147,11 +151,15 @@ def _builtin(name: str) -> torch.nn.Module:
 
 
 def _from_folder(path: Path) -> torch.nn.Module:
+    from .lowfreq import install
+
     folder = transformer_folder(path)
     config = folder / "config.json"
     try:
         with quiet_loading():
-            return transformer_class(config).from_pretrained(folder, low_cpu_mem_usage=accelerate_available()).eval()
+            model = transformer_class(config).from_pretrained(folder, low_cpu_mem_usage=accelerate_available()).eval()
+        install(model, folder)  # a distilled model's learned low-frequency embedding, when it has one
+        return model
     except (OSError, ValueError, RuntimeError, TypeError) as err:
         # TypeError: a setting of the wrong type (a string where a number belongs) reaches torch
         first = (str(err).splitlines() or [type(err).__name__])[0]

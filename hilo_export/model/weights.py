@@ -19,6 +19,8 @@ from typing import Protocol
 import torch
 
 from .configs import ModelError, tensors_sha256, transformer_class
+from .lowfreq import LOWFREQ_FILE
+from .lowfreq import PREFIX as LOWFREQ_PREFIX
 
 SINGLE_FILE = "diffusion_pytorch_model.safetensors"
 INDEX_FILE = "diffusion_pytorch_model.safetensors.index.json"
@@ -71,27 +73,34 @@ class ShardedWeights:
                 "save the model with save_pretrained(..., safe_serialization=True)"
             )
         self._entries = self._read_headers()
+        # a distilled model's learned low-frequency embedding: one more file, with its own keys
+        self._extra = self.folder / LOWFREQ_FILE
+        if self._extra.exists():
+            self._entries.update(self._headers(self._extra))
 
     @property
     def files(self) -> list[Path]:
         return sorted(set(self._shard_of.values())) if self._shard_of else [self.folder / SINGLE_FILE]
 
     def _read_headers(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-        from safetensors import safe_open
 
         entries = {}
         for path in self.files:
             if not path.exists():
                 raise ModelError(f"{path} is missing (named in {INDEX_FILE}); copy the whole model folder")
-            with safe_open(path, framework="pt") as f:
-                for key in f.keys():
-                    sliced = f.get_slice(key)
-                    entries[key] = (_TORCH_DTYPES[sliced.get_dtype()], tuple(sliced.get_shape()))
+            entries.update(self._headers(path))
         if self._shard_of is not None:
             missing = sorted(set(self._shard_of) - set(entries))
             if missing:
                 raise ModelError(f"{INDEX_FILE} in {self.folder} names tensors no shard holds: {missing[:5]}; re-save the model")
         return entries
+
+    @staticmethod
+    def _headers(path: Path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {key: (_TORCH_DTYPES[f.get_slice(key).get_dtype()], tuple(f.get_slice(key).get_shape())) for key in f.keys()}
 
     def entries(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
         return dict(self._entries)
@@ -99,7 +108,10 @@ class ShardedWeights:
     def tensor(self, key: str) -> torch.Tensor:
         from safetensors import safe_open
 
-        path = self._shard_of[key] if self._shard_of else self.folder / SINGLE_FILE
+        if key.startswith(LOWFREQ_PREFIX) and self._extra.exists():
+            path = self._extra
+        else:
+            path = self._shard_of[key] if self._shard_of else self.folder / SINGLE_FILE
         with safe_open(path, framework="pt") as f:
             return f.get_tensor(key).clone()  # clone: own storage, not a view of the mapping
 
@@ -116,12 +128,16 @@ _TORCH_DTYPES = {
 
 def meta_model(folder: Path) -> torch.nn.Module:
     """The folder's model class built from its config on the meta device: shapes, no storage."""
+    from .lowfreq import install
+
     config_path = folder / "config.json"
     cls = transformer_class(config_path)
     try:
         config = cls.load_config(folder)
         with torch.device("meta"):
-            return cls.from_config(config).eval()
+            model = cls.from_config(config).eval()
+        install(model, folder)  # a learned low-frequency embedding adds its (meta) tensors
+        return model
     except (OSError, ValueError, TypeError, RuntimeError) as err:
         # TypeError: a setting of the wrong type (a string where a number belongs)
         first = (str(err).splitlines() or [type(err).__name__])[0]
@@ -130,8 +146,13 @@ def meta_model(folder: Path) -> torch.nn.Module:
 
 def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A model of the same class and config on the meta device (for tracing without its weights)."""
+    from .lowfreq import add_lowfreq, has_lowfreq
+
     with torch.device("meta"):
-        return type(model).from_config(model.config).eval()
+        copy = type(model).from_config(model.config).eval()
+    if has_lowfreq(model):
+        add_lowfreq(copy)
+    return copy
 
 
 def check_covers(model: torch.nn.Module, source: WeightSource, where: str) -> None:

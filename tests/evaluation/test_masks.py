@@ -11,6 +11,7 @@ from hilo_export.evaluation.masks import (
     draw_mask,
     mask_suite,
     random_mask,
+    sample_mask,
     shape_counts,
 )
 
@@ -86,3 +87,13 @@ def test_masks_command_writes_the_suite(tmp_path):
         assert Image.open(files[0]).size == (96, 64)
     bad = CliRunner().invoke(main, ["masks", "--out", str(tmp_path), "--resolution", "big"])
     assert bad.exit_code == 2 and "WIDTHxHEIGHT" in bad.output
+
+
+def test_training_masks_follow_their_category():
+    # distillation draws one mask at a time; each category's masks land around the suite's mean ratio
+    rng = np.random.default_rng(0)
+    for category, mean in CATEGORY_RATIOS.items():
+        ratios = [float((sample_mask((96, 96), category, rng) > 0).mean()) for _ in range(12)]
+        assert abs(np.mean(ratios) - mean) < 0.35 * mean, (category, np.mean(ratios))
+    with pytest.raises(ValueError, match="unknown mask category"):
+        sample_mask((64, 64), "huge", rng)

@@ -2,7 +2,8 @@
 
 The stock model runs unchanged on the shorter sequence: image tokens and their ``img_ids``
 go through the same gather and low-frequency pooling, so each sequence token carries its
-true position into RoPE (low-frequency tokens sit at fractional block centres).
+true position into RoPE (low-frequency tokens sit at fractional block centres). A distilled
+model's learned low-frequency embedding (``model/lowfreq.py``) embeds the low-frequency tokens.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Iterator
 import torch
 
 from ..loading import ModelError
+from ..lowfreq import lowfreq_tokens
 from ..sequence import PlanTensors, compress
 from .base import DeclaredInputs, Input
 
@@ -48,17 +50,18 @@ class FluxAdapter(DeclaredInputs):
             raise ModelError(f"img_ids has {img_ids.shape[0]} rows but the plan's grid has {n_tokens} tokens")
         sequence = compress(inputs["hidden_states"], plan)
         positions = compress(img_ids[None].float(), plan.first())[0]
-        return model(
-            hidden_states=sequence,
-            encoder_hidden_states=inputs["encoder_hidden_states"],
-            pooled_projections=inputs["pooled_projections"],
-            timestep=inputs["timestep"],
-            img_ids=positions,
-            txt_ids=inputs["txt_ids"],
-            guidance=inputs.get("guidance"),
-            joint_attention_kwargs=inputs.get("joint_attention_kwargs"),
-            return_dict=False,
-        )[0]
+        with lowfreq_tokens(model, plan.n_lowfreq):  # a distilled model's own low-frequency embedding
+            return model(
+                hidden_states=sequence,
+                encoder_hidden_states=inputs["encoder_hidden_states"],
+                pooled_projections=inputs["pooled_projections"],
+                timestep=inputs["timestep"],
+                img_ids=positions,
+                txt_ids=inputs["txt_ids"],
+                guidance=inputs.get("guidance"),
+                joint_attention_kwargs=inputs.get("joint_attention_kwargs"),
+                return_dict=False,
+            )[0]
 
     @contextmanager
     def export_mode(self, model: torch.nn.Module) -> Iterator[None]:
