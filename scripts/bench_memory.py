@@ -7,7 +7,7 @@ peak RSS only grows), alternating the settings round by round: ``current`` is Hi
 sessions as they are (no arena, one shared mapping of the weights), ``ort-defaults`` the same with ONNX Runtime's CPU arena and memory patterns
 switched back on, ``own-weights`` without the shared weight mapping (each graph's session loads and
 pre-packs its own copy, as ORT does by default). Each child serves s, m, l and full in rotation and reports its peak RSS after
-warm-up (the first pass) and at the end. The goal (issue 12): peak RSS <= 1.5 x one DiT's weight
+warm-up (the first pass) and at the end. The goal: peak RSS <= 1.5 x one DiT's weight
 bytes + 1.5 GiB.
 """
 

@@ -1,6 +1,6 @@
 """Model-card numbers for the reference model: in-mask PSNR/SSIM to the ground truth, next to trivial fills.
 
-    python scripts/evaluate_reference.py --out docs/reference [--checkpoint /work/runs/reference-v3-256/checkpoint.pt]
+    python scripts/evaluate_reference.py --out docs/reference [--checkpoint ../runs/reference/checkpoint.pt]
 
 Held-out images only (hilo_export/data/eval), masks from the suite (seed 2: neither the bench's
 nor training's), the dense model (no HiLo) and its decoder with the pipeline of ``hilo-export edit``.

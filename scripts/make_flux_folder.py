@@ -7,8 +7,8 @@ and named as diffusers' ``save_pretrained`` names them
 (``diffusion_pytorch_model-0000i-of-0000n.safetensors`` plus
 ``diffusion_pytorch_model.safetensors.index.json``).
 
-    python scripts/make_flux_folder.py --out /tmp/flux-fill-4-8 --double 4 --single 8   # ~5 GB bf16
-    python scripts/make_flux_folder.py --out /tmp/flux-fill --double 19 --single 38     # ~24 GB bf16, 11.9B
+    python scripts/make_flux_folder.py --out ../runs/flux-fill-4-8 --double 4 --single 8   # ~5 GB bf16
+    python scripts/make_flux_folder.py --out ../runs/flux-fill --double 19 --single 38     # ~24 GB bf16, 11.9B
 
 Random weights are scaled like a trained model's (std 0.02, norms at 1) so activations stay finite.
 """

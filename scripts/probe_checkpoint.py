@@ -1,6 +1,6 @@
 """The context probe's two conditions on a training checkpoint, before exporting it.
 
-    python scripts/probe_checkpoint.py /work/runs/reference-v3-256/checkpoint.pt --size 256 --per-family 2
+    python scripts/probe_checkpoint.py ../runs/reference/checkpoint.pt --size 256 --per-family 2
 
 Loads the checkpoint's EMA transformer and decoder and runs the probe as the bench and
 ``scripts/ablation.py`` do (8 steps, seed 0): per family, in-mask PSNR of the dense edit and of

@@ -1,8 +1,8 @@
 """Train the reference inpainting DiT (``--model reference``) and its decoder.
 
-    python scripts/train_reference.py --out /work/runs/reference-v3-256 --schedule 64x3000x16,128x5500x8,256x6000x4 \
+    python scripts/train_reference.py --out ../runs/reference --schedule 64x3000x16,128x5500x8,256x6000x4 \
         --procedural 0.8 --lr 6e-4 --max-minutes 45       # train (resumes if a checkpoint exists)
-    python scripts/train_reference.py --out /work/runs/reference-v3-256 --export hilo_export/data/reference \
+    python scripts/train_reference.py --out ../runs/reference --export hilo_export/data/reference \
         --export-from checkpoint.pt                       # what v4 shipped from (default: best.pt)
 
 Data: a ``--procedural`` share of procedural images whose hole only the context can predict

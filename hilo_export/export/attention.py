@@ -3,7 +3,7 @@
 The exporter's stock translation of ``scaled_dot_product_attention`` is ``Softmax(Q Kᵀ) V``
 over the whole sequence: a ``[batch, heads, S, S]`` score tensor, plus its softmax, alive at
 once. For flux-shaped at 1024x1024 (24 heads, S = 4608) that is 2 GiB each in float32, more
-than the model's weights, and it set the serving peak (issue 12, item 15). Here queries are
+than the model's weights, and it set the serving peak. Here queries are
 split into ``chunks`` slices along the sequence; each slice's scores are computed, used and
 freed before the next, so the peak is ``1 / chunks`` of it. Same operators (TensorRT and
 ONNX Runtime run them as before), same result up to float rounding.

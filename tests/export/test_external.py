@@ -13,7 +13,7 @@ from hilo_export.model.weights import StateDictWeights
 
 
 def test_no_graph_transposes_a_weight_and_matmuls_read_the_file(built):
-    """A Transpose of a weight is what ONNX Runtime folds into a private copy per session (issue 12, item 15)."""
+    """A Transpose of a weight is what ONNX Runtime folds into a private copy per session."""
     m = read_manifest(built)
     for kind, graph in m["graphs"].items():
         proto = onnx.load(str(built / graph["files"][0]["path"]), load_external_data=False).graph
