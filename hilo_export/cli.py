@@ -22,7 +22,7 @@ from .examples import example_image_path, example_mask_path
 from .export.trt_check import TENSORRT_VERSION
 from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
 from .planning.inputs import DEFAULT_TOKEN_SIZE
-from .planning.plan import SIZINGS, PlannerConfig, mask_from_file
+from .planning.plan import CONTEXTS, SIZINGS, PlannerConfig, mask_from_file
 
 
 class BadInput(click.ClickException):
@@ -62,6 +62,10 @@ def main(quiet: bool, verbose: bool) -> None:
     package_logger.propagate = False
 
 
+CONTEXT_HELP = ("How context tokens outside the dilated mask are ranked: sobel (highest frequency score), ring "
+                "(nearest the mask) or random (seeded); every policy sends the same number of tokens.")
+
+
 @main.command()
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=example_image_path, show_default="the bundled example", help="Image to edit (any format Pillow reads).")
@@ -78,12 +82,16 @@ def main(quiet: bool, verbose: bool) -> None:
                    "fill (the selection itself always takes the highest scores).")
 @click.option("--sizing", type=click.Choice(SIZINGS), default=PlannerConfig.sizing, show_default=True,
               help="exact: each plan runs at its own length; padded: at its bucket's capacity (static shapes).")
+@click.option("--context", type=click.Choice(CONTEXTS), default=PlannerConfig.context, show_default=True,
+              help=CONTEXT_HELP)
+@click.option("--context-seed", default=PlannerConfig.context_seed, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the random context policy.")
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A built engine folder: plan with its token size, buckets and planner settings instead.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the selection here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
-def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, sizing, engines, out,
-         as_json) -> None:
+def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, sizing, context, context_seed,
+         engines, out, as_json) -> None:
     """Plan which tokens the DiT sees for one image and mask."""
     from PIL import Image
 
@@ -97,7 +105,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         result = HiLoRuntime.load(engines, verify=False).plan(image, mask)
     else:
         config = replace(PlannerConfig(), dilation=dilation, lowfreq_factor=lowfreq_factor or None,
-                         freq_threshold=freq_threshold, sizing=sizing)
+                         freq_threshold=freq_threshold, sizing=sizing, context=context, context_seed=context_seed)
         result = plan_tokens(image, mask, token_size=token_size, buckets=buckets, config=config)
 
     if out is not None:
@@ -140,10 +148,15 @@ def _echo(message: str) -> None:
 @click.option("--sizing", type=click.Choice(SIZINGS), default=PlannerConfig.sizing, show_default=True,
               help="exact: one engine profile per bucket spanning its range of lengths, each plan at its own; "
                    "padded: every plan of a bucket at its capacity (one static shape per bucket, for CUDA graphs).")
+@click.option("--context", type=click.Choice(CONTEXTS), default=PlannerConfig.context, show_default=True,
+              help=CONTEXT_HELP)
+@click.option("--context-seed", default=PlannerConfig.context_seed, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the random context policy (a constant of the build's ONNX planner).")
 @click.option("--plugins", is_flag=True,
               help="TensorRT only: run the hilo token ops as the AOT Triton plugins of plugins/tensorrt "
                    "[default: TensorRT inlines their ONNX function bodies].")
-def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, plugins) -> None:
+def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, context,
+          context_seed, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
     from .export.builder import BuildRequest, parse_resolution
     from .export.builder import build as run_build
@@ -151,7 +164,7 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
     request = BuildRequest(
         model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
         out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len, plugins=plugins,
-        config=replace(PlannerConfig(), sizing=sizing),
+        config=replace(PlannerConfig(), sizing=sizing, context=context, context_seed=context_seed),
     )
     folder = run_build(request)
     click.echo(str(folder))
@@ -230,7 +243,9 @@ def inspect(folder, as_json) -> None:
 @click.option("--token-size", default=DEFAULT_TOKEN_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Pixels per DiT token side (Flux's, as plan_tokens; 8 for the reference model).")
 @click.option("--shares", default="0.5,0.3,0.2", show_default=True, help="Share of the masks to land in s, m, l.")
-def calibrate(mask_dir, token_size, shares) -> None:
+@click.option("--context", type=click.Choice(CONTEXTS), default=PlannerConfig.context, show_default=True,
+              help=CONTEXT_HELP + " Capacities depend on the mask alone; the policy is echoed in the suggested options.")
+def calibrate(mask_dir, token_size, shares, context) -> None:
     """Derive bucket capacities from a folder of masks and print the table."""
     from .planning.calibration import calibrate as run_calibrate
     from .planning.calibration import read_masks
@@ -239,14 +254,14 @@ def calibrate(mask_dir, token_size, shares) -> None:
         values = [float(s) for s in shares.split(",")]
     except ValueError:
         raise BadInput(f"--shares {shares!r}: give three numbers such as 0.5,0.3,0.2") from None
-    result = run_calibrate(read_masks(mask_dir), token_size, values)
+    result = run_calibrate(read_masks(mask_dir), token_size, values, replace(PlannerConfig(), context=context))
     click.echo(f"{result.n_masks} masks, token size {token_size}")
     click.echo(f"  {'bucket':6s} {'fraction':>8s} {'share of masks':>15s}")
     for b in result.buckets:
         click.echo(f"  {b.name:6s} {b.fraction:8.4f} {result.shares[b.name]:15.1%}")
     from .planning.buckets import format_buckets
 
-    click.echo(f"use: --buckets {format_buckets(result.buckets)}")
+    click.echo(f"use: --buckets {format_buckets(result.buckets)} --context {context}")
 
 
 def _read_files(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -336,6 +351,7 @@ def masks(out_dir, resolution, per_category, seed) -> None:
 @click.option("--quick", is_flag=True, help="Small sizes (tiny-flux latency at 320x192, 128 px fidelity): checks every step in about a minute.")
 @click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3].")
 @click.option("--sizing", type=click.Choice(SIZINGS), help=f"Planner sizing of the engines [default: {PlannerConfig.sizing}].")
+@click.option("--context", type=click.Choice(CONTEXTS), help=CONTEXT_HELP + f" [default: {PlannerConfig.context}]")
 @click.option("--fidelity-masks", type=int, help="Masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Fidelity only.")
 @click.option("--skip-fidelity", is_flag=True, help="Latency only.")
@@ -343,7 +359,7 @@ def masks(out_dir, resolution, per_category, seed) -> None:
               help="Instead: vary the planner's knobs, draw ideal speedup against fidelity (sweep.json/md/png).")
 @click.option("--engines-root", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"),
               show_default=True, help="Where engines are built, or reused when already built.")
-def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
+def bench(out_dir, quick, repeats, sizing, context, fidelity_masks, skip_latency, skip_fidelity, sweep, engines_root) -> None:
     """Latency (HiLo engines vs the full-token engine) and fidelity (reference model) per mask category."""
     from .evaluation.bench import BenchSettings, run_bench
     from .evaluation.report import markdown
@@ -351,8 +367,9 @@ def bench(out_dir, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fi
 
     overrides = {k: v for k, v in dict(repeats=repeats, fidelity_masks=fidelity_masks).items() if v is not None}
     overrides.update(latency=not skip_latency, fidelity=not skip_fidelity, engines_root=engines_root)
-    if sizing is not None:
-        overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
+    planner = {k: v for k, v in dict(sizing=sizing, context=context).items() if v is not None}
+    if planner:
+        overrides["planner"] = replace(PlannerConfig(), **planner)
     settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
     if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply
         click.echo(sweep_markdown(run_sweep(settings)))

@@ -1,0 +1,157 @@
+"""Planner variants measured edit by edit, paired by case and noise seed, for choosing defaults.
+
+Each variant is a planner setting (sizing x context policy x low-frequency tokens); the random
+policy runs several draws (context seeds). Every compressed edit of the reference model is
+compared in the mask with the dense edit of the same case and noise seed and with the truth, and
+written as one JSON line, so a long run can be resumed and read while it runs. ``stats.py``
+turns the lines into paired differences and applies the defaults rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..planning.buckets import FULL
+from ..planning.plan import CONTEXTS, RANDOM, SIZINGS, PlannerConfig
+from .metrics import psnr
+
+log = logging.getLogger(__name__)
+
+DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class StudyVariant:
+    label: str
+    sizing: str
+    context: str
+    lowfreq: bool
+    draws: tuple[int, ...] = (0,)  # context seeds; several for the random policy
+
+    def config(self, base: PlannerConfig, draw: int) -> PlannerConfig:
+        return replace(base, sizing=self.sizing, context=self.context, context_seed=draw,
+                       lowfreq_factor=base.lowfreq_factor if self.lowfreq else None)
+
+
+def study_variants(draws: int = 3, lowfreq_off: Iterable[str] = ("exact",),
+                   contexts: Iterable[str] = CONTEXTS, base: PlannerConfig | None = None) -> list[StudyVariant]:
+    """Every sizing x context with low-frequency tokens; without them for the sizings in ``lowfreq_off``."""
+    base = base or PlannerConfig()
+    if base.lowfreq_factor is None:
+        raise ValueError("the base planner has no low-frequency tokens to switch off; give it a lowfreq_factor")
+    out = []
+    for lowfreq in (True, False):
+        for sizing in SIZINGS:
+            if not lowfreq and sizing not in lowfreq_off:
+                continue
+            for context in contexts:
+                seeds = tuple(range(draws)) if context == RANDOM else (0,)
+                label = f"{sizing}/{context}" + ("" if lowfreq else "/no-lowfreq")
+                out.append(StudyVariant(label, sizing, context, lowfreq, seeds))
+    return out
+
+
+@dataclass(frozen=True)
+class StudyCase:
+    photo: str
+    suite_seed: int
+    mask_name: str
+    category: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.photo}/{self.mask_name}/suite{self.suite_seed}"
+
+
+def run_study(ablation: Any, log_path: Path, resolution: int, photos: Iterable[str], suite_seeds: Iterable[int],
+              noise_seeds: Iterable[int], variants: list[StudyVariant], base: PlannerConfig | None = None,
+              per_category: int = 1, progress: Callable[[str], None] = log.info) -> list[dict[str, Any]]:
+    """Edit every case x noise seed densely and with every variant (and draw); append one JSON
+    line per edit to ``log_path`` (lines already there are kept and not redone). Cases the
+    planner sends to ``full`` are logged once as such and not compared (identical to dense).
+
+    ``ablation``: an ``evaluation.ablation.Ablation`` (its ``config`` is set per variant).
+    Returns every record in the file."""
+    from ..reference.model import TOKEN_SIZE
+    from .bench import eval_image
+    from .masks import mask_suite
+
+    base = base or PlannerConfig()
+    noise_seeds = list(noise_seeds)
+    n_grid = (resolution // TOKEN_SIZE) ** 2
+    log_path = Path(log_path)
+    done = {_record_key(r) for r in read_records(log_path)}
+    size = (resolution, resolution)
+    units = []
+    for suite_seed in suite_seeds:
+        suite = mask_suite(size, per_category, seed=suite_seed)
+        for item in suite:
+            for photo in photos:
+                units.append((StudyCase(photo, suite_seed, item.name, item.category), item.mask > 0))
+    pictures = {photo: eval_image(photo, size) for photo in {c.photo for c, _ in units}}
+    with open(log_path, "a") as out:
+        def write(record: dict[str, Any]) -> None:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+        for case, inside in units:
+            truth = pictures[case.photo]
+            wanted = [(case.key, v.label, noise, draw) for noise in noise_seeds for v in variants for draw in v.draws]
+            if all(key in done for key in wanted):
+                continue
+            ablation.config = base
+            if ablation.plan(truth, inside).bucket == FULL:
+                record = {"case": case.key, "category": case.category, "variant": FULL, "noise_seed": None, "draw": None}
+                if _record_key(record) not in done:
+                    write(record)
+                continue
+            for noise in noise_seeds:
+                start = time.perf_counter()
+                dense = ablation.dense(truth, inside, noise)
+                dense_s = time.perf_counter() - start
+                dense_record = _record(case, DENSE, noise, None, dense, truth, None, inside, n_grid, dense_s)
+                if _record_key(dense_record) not in done:
+                    write(dense_record)
+                for variant in variants:
+                    for draw in variant.draws:
+                        record = {"case": case.key, "variant": variant.label, "noise_seed": noise, "draw": draw}
+                        if _record_key(record) in done:
+                            continue
+                        ablation.config = variant.config(base, draw)
+                        start = time.perf_counter()
+                        edit = ablation.edit("hilo", truth, inside, noise)
+                        write(_record(case, variant.label, noise, draw, edit.image, truth, dense, inside, edit.tokens,
+                                      time.perf_counter() - start))
+                progress(f"study: {case.key} noise {noise} done")
+    ablation.config = base
+    return read_records(log_path)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _record_key(record: dict[str, Any]) -> tuple:
+    return record["case"], record["variant"], record["noise_seed"], record["draw"]
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else round(value, 4)
+
+
+def _record(case: StudyCase, variant: str, noise: int, draw: int | None, image, truth, dense, inside,
+            tokens: int, seconds: float) -> dict[str, Any]:
+    return {"case": case.key, "category": case.category, "variant": variant, "noise_seed": noise, "draw": draw,
+            "tokens": int(tokens),
+            "psnr_mask_vs_truth": _finite(psnr(image, truth, inside)),
+            "psnr_mask_vs_dense": None if dense is None else _finite(psnr(image, dense, inside)),
+            "seconds": round(seconds, 2)}
