@@ -32,7 +32,8 @@ from hilo_export.model import load_reference, reference_weights_dir
 from hilo_export.reference import model as ref
 
 LABELS = {"hilo": "HiLo", "random_context": "random context", "no_lowfreq": "no low-freq tokens",
-          "mask_only": "dilated mask only", "core_only": "core only (mask + low-freq)", "crop": "crop-and-stitch"}
+          "mask_only": "dilated mask only", "core_only": "core only (dilated mask + low-freq)",
+          "hole_only": "hole only (undilated mask + low-freq)", "crop": "crop-and-stitch"}
 
 
 def table(result: dict) -> str:

@@ -6,11 +6,14 @@ can fill a budget sends the DiT exactly HiLo's token count ``K``:
 - ``hilo``: the planner's plan (dilated mask + low-frequency + highest-frequency context);
 - ``random_context``: the same mask and low-frequency tokens, the context tokens drawn at
   random (seeded) from outside the dilated mask;
-- ``no_lowfreq``: no low-frequency tokens; their slots go to the next highest-frequency
-  context tokens;
+- ``no_lowfreq``: no low-frequency tokens; their slots go to the next context tokens in the
+  plan's context policy's order (``planning.selection``);
 - ``mask_only``: the dilated mask alone (fewer than ``K`` tokens: nothing else to send);
-- ``core_only``: the dilated mask and the low-frequency tokens, every context token removed
-  (the context probe's "bad selection");
+- ``core_only``: the dilated mask and the low-frequency tokens: every context token beyond the
+  dilation ring removed (the context probe's "bad selection"; the ring of ``dilation`` tokens
+  around the hole is still context, so this understates what context buys);
+- ``hole_only``: the undilated mask tokens and the low-frequency tokens: every context token
+  removed, the ring too;
 - ``crop``: crop-and-stitch, the usual alternative to token dropping: the dense model on a
   token-aligned rectangle of about ``K`` tokens around the mask (its own pre-fill, as a crop
   would have), pasted back.
@@ -30,13 +33,15 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from ..model.transformer import HiLoTransformer
 from ..planning.buckets import FULL
+from ..planning.inputs import as_mask, token_mask
 from ..planning.plan import MASK, PlannerConfig, TokenPlan, plan_tokens
+from ..planning.selection import ranking
 from ..reference import model as ref
 from ..reference.pipeline import ReferenceInpaintPipeline
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("hilo", "random_context", "no_lowfreq", "mask_only", "core_only", "crop")
+SELECTIONS = ("hilo", "random_context", "no_lowfreq", "mask_only", "core_only", "hole_only", "crop")
 
 
 def with_tokens(plan: TokenPlan, keep: torch.Tensor, lowfreq: bool) -> TokenPlan:
@@ -50,8 +55,9 @@ def with_tokens(plan: TokenPlan, keep: torch.Tensor, lowfreq: bool) -> TokenPlan
     return dataclasses.replace(plan, keep_indices=keep, positions=positions, lowfreq=layout)
 
 
-def selection_plan(name: str, plan: TokenPlan, seed: int = 0) -> TokenPlan:
-    """The ablation ``name`` of a compressed HiLo ``plan`` (not for ``crop``: see ``crop_box``)."""
+def selection_plan(name: str, plan: TokenPlan, seed: int = 0, hole: torch.Tensor | None = None) -> TokenPlan:
+    """The ablation ``name`` of a compressed HiLo ``plan`` (not for ``crop``: see ``crop_box``).
+    ``hole_only`` needs ``hole``: the undilated mask tokens (bool [h, w])."""
     mask = (plan.kinds.reshape(-1) == MASK)
     mask_idx = torch.nonzero(mask).flatten()
     outside = torch.nonzero(~mask).flatten()
@@ -65,9 +71,13 @@ def selection_plan(name: str, plan: TokenPlan, seed: int = 0) -> TokenPlan:
     if name == "random_context":
         pick = torch.randperm(len(outside), generator=torch.Generator().manual_seed(seed))[:n_context]
         return with_tokens(plan, torch.cat([mask_idx, outside[pick]]), lowfreq=True)
-    if name == "no_lowfreq":
-        order = torch.sort(plan.scores.reshape(-1)[outside], descending=True, stable=True).indices
-        return with_tokens(plan, torch.cat([mask_idx, outside[order[:n_context + plan.n_lowfreq]]]), lowfreq=False)
+    if name == "hole_only":
+        if hole is None:
+            raise ValueError("hole_only needs the undilated mask tokens (hole=)")
+        return with_tokens(plan, torch.nonzero(hole.reshape(-1)).flatten(), lowfreq=True)
+    if name == "no_lowfreq":  # the policy's order: mask tokens first, then context
+        order = ranking(plan.config, plan.kinds == MASK, plan.scores)
+        return with_tokens(plan, order[:len(mask_idx) + n_context + plan.n_lowfreq], lowfreq=False)
     raise ValueError(f"unknown selection {name!r}; choose from {list(SELECTIONS)}")
 
 
@@ -140,7 +150,10 @@ class Ablation:
         return plan_tokens(image, mask, ref.TOKEN_SIZE, self.buckets, self.config)
 
     def _select(self, image: np.ndarray, mask: np.ndarray) -> TokenPlan:
-        return selection_plan(self.selection, self.plan(image, mask))
+        hole = None
+        if self.selection == "hole_only":
+            hole, _ = token_mask(as_mask(mask), ref.TOKEN_SIZE, dilation=0, **self.config.mask_pixels(ref.TOKEN_SIZE))
+        return selection_plan(self.selection, self.plan(image, mask), hole=hole)
 
     def dense(self, image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
         return self.pipe(image, mask, steps=self.steps, seed=seed, dense=True).image
@@ -161,7 +174,10 @@ class Ablation:
         s = ref.TOKEN_SIZE
         window = (slice(r0 * s, r1 * s), slice(c0 * s, c1 * s))
         edited = image.copy()
-        edited[window] = self.pipe(image[window], mask[window], steps=self.steps, seed=seed, dense=True).image
+        # the crop's noise is the full edit's, cropped: the comparison with dense changes the tokens, not the noise
+        noise_window = (plan.grid, r0, c0)
+        edited[window] = self.pipe(image[window], mask[window], steps=self.steps, seed=seed, dense=True,
+                                   noise_window=noise_window).image
         kept = np.zeros(plan.grid, bool)
         kept[r0:r1, c0:c1] = True
         return SelectionEdit(edited, (r1 - r0) * (c1 - c0), kept)

@@ -39,18 +39,20 @@ class StudyVariant:
                        lowfreq_factor=base.lowfreq_factor if self.lowfreq else None)
 
 
-def study_variants(draws: int = 3, lowfreq_off: Iterable[str] = ("exact",),
+def study_variants(draws: int = 3, lowfreq_off: Iterable[str] = ("exact/sobel", "exact/ring"),
                    contexts: Iterable[str] = CONTEXTS, base: PlannerConfig | None = None) -> list[StudyVariant]:
-    """Every sizing x context with low-frequency tokens; without them for the sizings in ``lowfreq_off``."""
+    """Every sizing x context with low-frequency tokens; without them for the ``sizing/context``
+    pairs in ``lowfreq_off``."""
     base = base or PlannerConfig()
     if base.lowfreq_factor is None:
         raise ValueError("the base planner has no low-frequency tokens to switch off; give it a lowfreq_factor")
     out = []
+    lowfreq_off = set(lowfreq_off)
     for lowfreq in (True, False):
         for sizing in SIZINGS:
-            if not lowfreq and sizing not in lowfreq_off:
-                continue
             for context in contexts:
+                if not lowfreq and f"{sizing}/{context}" not in lowfreq_off:
+                    continue
                 seeds = tuple(range(draws)) if context == RANDOM else (0,)
                 label = f"{sizing}/{context}" + ("" if lowfreq else "/no-lowfreq")
                 out.append(StudyVariant(label, sizing, context, lowfreq, seeds))
@@ -88,12 +90,10 @@ def run_study(ablation: Any, log_path: Path, resolution: int, photos: Iterable[s
     log_path = Path(log_path)
     done = {_record_key(r) for r in read_records(log_path)}
     size = (resolution, resolution)
-    units = []
-    for suite_seed in suite_seeds:
-        suite = mask_suite(size, per_category, seed=suite_seed)
-        for item in suite:
-            for photo in photos:
-                units.append((StudyCase(photo, suite_seed, item.name, item.category), item.mask > 0))
+    # photo by photo: a run cut short leaves whole photos (every mask, every seed) behind it
+    suites = {seed: mask_suite(size, per_category, seed=seed) for seed in suite_seeds}
+    units = [(StudyCase(photo, seed, item.name, item.category), item.mask > 0)
+             for photo in photos for seed, suite in suites.items() for item in suite]
     pictures = {photo: eval_image(photo, size) for photo in {c.photo for c, _ in units}}
     with open(log_path, "a") as out:
         def write(record: dict[str, Any]) -> None:
@@ -118,14 +118,19 @@ def run_study(ablation: Any, log_path: Path, resolution: int, photos: Iterable[s
                 dense_record = _record(case, DENSE, noise, None, dense, truth, None, inside, n_grid, dense_s)
                 if _record_key(dense_record) not in done:
                     write(dense_record)
+                edits: dict[tuple, Any] = {}  # plans that send the same tokens edit the same: run once
                 for variant in variants:
                     for draw in variant.draws:
                         record = {"case": case.key, "variant": variant.label, "noise_seed": noise, "draw": draw}
                         if _record_key(record) in done:
                             continue
                         ablation.config = variant.config(base, draw)
+                        plan = ablation.plan(truth, inside)
+                        same = (plan.n_lowfreq, plan.keep_indices.numpy().tobytes())
                         start = time.perf_counter()
-                        edit = ablation.edit("hilo", truth, inside, noise)
+                        if same not in edits:
+                            edits[same] = ablation.edit("hilo", truth, inside, noise)
+                        edit = edits[same]
                         write(_record(case, variant.label, noise, draw, edit.image, truth, dense, inside, edit.tokens,
                                       time.perf_counter() - start))
                 progress(f"study: {case.key} noise {noise} done")
