@@ -110,6 +110,37 @@ def choose_variant(fidelity: Mapping[str, Mapping[Any, float]], speed: Mapping[s
     return Choice(chosen, best, margin_db, versus, acceptable)
 
 
+def speed_target(target: float, median: float, q25: float, q75: float) -> dict[str, Any]:
+    """A speed target with its spread: met only when the IQR's lower end (q25 of the per-round
+    ratios) clears it, so a median that clears it by luck of the rounds does not count."""
+    return {"target": target, "median": median, "iqr": [q25, q75], "met": bool(q25 >= target)}
+
+
+class EditPairs:
+    """Per-edit in-mask PSNRs of compressed edits and their dense twins (same case and noise
+    seed), summarized with spread: the per-edit PSNR to dense, and the per-edit truth gap."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Any, dict[str, float]] = {}
+
+    def add(self, key: Any, hilo: np.ndarray, dense: np.ndarray, truth: np.ndarray, region: np.ndarray) -> None:
+        from .metrics import psnr
+
+        self.rows[key] = {"hilo_vs_dense": psnr(hilo, dense, region), "hilo_vs_truth": psnr(hilo, truth, region),
+                          "dense_vs_truth": psnr(dense, truth, region)}
+
+    def column(self, name: str) -> dict[Any, float]:
+        return {k: row[name] for k, row in self.rows.items()}
+
+    def summary(self) -> dict[str, Any]:
+        """``psnr_mask_hilo_vs_dense``: per-edit PSNR to dense (identical edits left out);
+        ``truth_gap``: dense's PSNR to the truth minus HiLo's, paired per edit (dB)."""
+        return {"edits": len(self.rows),
+                "psnr_mask_hilo_vs_dense": summarize(v for v in self.column("hilo_vs_dense").values()
+                                                     if math.isfinite(v)).to_dict(),
+                "truth_gap": paired(self.column("dense_vs_truth"), self.column("hilo_vs_truth")).to_dict()}
+
+
 # ------------------------------------------------------------------ the selection study's table
 
 

@@ -74,6 +74,13 @@ def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, refer
     md = (out / "report.md").read_text()
     assert "Context probe" in md and "grid 16x16" in md
     assert report["targets"] and all(isinstance(t["met"], bool) for t in report["targets"])
+    # speed targets are met only when the IQR's lower end clears them
+    assert set(report["speed_targets"]) == {f"speedup {c['name']}" for c in report["categories"]}
+    for name, t in report["speed_targets"].items():
+        assert t["met"] == (t["iqr"][0] >= t["target"]) and t["iqr"][0] <= t["median"] <= t["iqr"][1]
+    # per-edit spread, paired by mask, image and seed: one pair per compressed edit
+    for c in saved["categories"]:
+        assert c["fidelity"]["paired"]["edits"] == c["fidelity"]["edits_compressed"]
     md = (out / "report.md").read_text()
     assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md and "IQR" in md
     assert saved["latency"]["sizing"] == PlannerConfig().sizing and saved["latency"]["rounds"] == 3

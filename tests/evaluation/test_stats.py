@@ -70,3 +70,28 @@ def test_rule_breaks_speed_ties_by_fidelity():
 def test_rule_needs_a_speed_per_variant():
     with pytest.raises(ValueError, match="no speed"):
         choose_variant({"a": {0: 1.0}}, {}, 0.2)
+
+
+def test_a_speed_target_needs_the_iqr_lower_end():
+    from hilo_export.evaluation.stats import speed_target
+
+    assert speed_target(4.0, 4.1, 3.76, 4.48)["met"] is False  # the median clears it, the spread does not
+    assert speed_target(4.0, 4.3, 4.05, 4.48) == {"target": 4.0, "median": 4.3, "iqr": [4.05, 4.48], "met": True}
+
+
+def test_edit_pairs_pair_each_edit_with_its_dense_twin():
+    from hilo_export.evaluation.stats import EditPairs
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    region = np.ones((8, 8), bool)
+    pairs = EditPairs()
+    for i in range(4):
+        dense = np.clip(truth.astype(int) + rng.integers(-3, 4, truth.shape), 0, 255).astype(np.uint8)
+        hilo = np.clip(dense.astype(int) + rng.integers(-6, 7, truth.shape), 0, 255).astype(np.uint8)
+        pairs.add(("mask", "photo", i), hilo, dense, truth, region)
+    summary = pairs.summary()
+    assert summary["edits"] == 4 and summary["truth_gap"]["n"] == 4
+    gaps = [r["dense_vs_truth"] - r["hilo_vs_truth"] for r in pairs.rows.values()]
+    assert summary["truth_gap"]["mean"] == pytest.approx(np.mean(gaps), abs=1e-4)
+    assert summary["truth_gap"]["mean"] > 0  # HiLo's extra noise puts it further from the truth
