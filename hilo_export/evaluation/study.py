@@ -142,7 +142,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records: dict[tuple, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records.setdefault(_record_key(record), record)  # an edit logged twice counts once
+    return list(records.values())
 
 
 def _record_key(record: dict[str, Any]) -> tuple:

@@ -96,6 +96,9 @@ def test_sweep_draws_speed_against_fidelity(tmp_path):
     for label, cats in by_label.items():
         assert set(cats) == {"small", "medium", "large"}
         assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
+        for c in cats.values():  # one mask x one image x two seeds per category: compressed, or full and apart
+            assert c["paired"]["edits"] + c["edits_full"] == 2, label
+            assert (c["psnr_mask_hilo_vs_truth"] is None) == (c["paired"]["edits"] == 0)
     # without dilation a mask needs fewer tokens; exact plans never send more than padded ones
     for category in ("small", "medium", "large"):
         exact = by_label["exact sizing"][category]["token_ratio_mean"]
