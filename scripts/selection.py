@@ -34,11 +34,18 @@ def main():
     parser.add_argument("--draws", type=int, default=3, help="draws (context seeds) of the random policy")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--margin", type=float, default=0.2, help="dB a variant may trail the most faithful one")
+    parser.add_argument("--variants", help="comma-separated labels to run (default: all of study_variants)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--analyze-only", action="store_true", help="decide from the log as it stands")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = study_variants(args.draws)
+    if args.variants:
+        wanted = args.variants.split(",")
+        unknown = set(wanted) - {v.label for v in variants}
+        if unknown:
+            parser.error(f"unknown variants {sorted(unknown)}; known: {','.join(v.label for v in variants)}")
+        variants = [v for v in variants if v.label in wanted]
     start = time.time()
     if not args.analyze_only:
         from hilo_export.evaluation.ablation import Ablation
@@ -54,7 +61,8 @@ def main():
     table = selection_table(read_records(Path(args.log)), variants, margin_db=args.margin)
     table["command"] = ("python scripts/selection.py --log selection.jsonl --out docs/selection "
                         f"--resolution {args.resolution} --photos {args.photos} --suite-seeds {args.suite_seeds} "
-                        f"--noise-seeds {args.noise_seeds} --draws {args.draws} --steps {args.steps} --margin {args.margin}")
+                        f"--noise-seeds {args.noise_seeds} --draws {args.draws} --steps {args.steps} --margin {args.margin}"
+                        + (f" --variants {args.variants}" if args.variants else ""))
     table["resolution"], table["steps"] = args.resolution, args.steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
