@@ -142,6 +142,7 @@ class Ablation:
         self.model, self.decoder, self.steps = model, decoder, steps
         self.buckets, self.config = buckets, config or PlannerConfig()
         self.selection = "hilo"
+        self.draw = 0  # the random_context selection's seed
         self.transformer = SelectionTransformer(model, self._select)
         self.pipe = ReferenceInpaintPipeline(self.transformer, FlowMatchEulerDiscreteScheduler(shift=1.0), decoder)
         self.pipe.set_progress_bar_config(disable=True)
@@ -153,7 +154,7 @@ class Ablation:
         hole = None
         if self.selection == "hole_only":
             hole, _ = token_mask(as_mask(mask), ref.TOKEN_SIZE, dilation=0, **self.config.mask_pixels(ref.TOKEN_SIZE))
-        return selection_plan(self.selection, self.plan(image, mask), hole=hole)
+        return selection_plan(self.selection, self.plan(image, mask), seed=self.draw, hole=hole)
 
     def dense(self, image: np.ndarray, mask: np.ndarray, seed: int = 0) -> np.ndarray:
         return self.pipe(image, mask, steps=self.steps, seed=seed, dense=True).image
@@ -191,34 +192,56 @@ class SelectionEdit:
 
 
 def run_photo_ablation(ablation: Ablation, resolution: int, per_category: int = 1, images: tuple[str, ...] = ("coffee", "chelsea", "rocket"),
-                       selections: tuple[str, ...] = SELECTIONS, seed: int = 0,
-                       progress: Callable[[str], None] = log.info) -> dict[str, Any]:
-    """Every selection on the held-out photos with suite masks (seed 1, as bench): in-mask PSNR pooled per selection."""
+                       selections: tuple[str, ...] = SELECTIONS, seeds: tuple[int, ...] = (0,), draws: int = 1,
+                       suite_seeds: tuple[int, ...] = (1,), progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Every selection on the held-out photos with suite masks (suite seed 1 as bench; more with
+    ``suite_seeds``), every noise seed, ``draws`` draws of the random context: in-mask PSNR pooled
+    per selection, and per edit paired with HiLo's by case and noise seed (``paired``: mean, sd,
+    n, 95% CI of the difference; random draws averaged per pair first)."""
     from .bench import eval_image
     from .masks import mask_suite
-    from .metrics import Pooled
+    from .metrics import Pooled, psnr
+    from .stats import paired, summarize
 
     pooled, tokens, full_edits, edits = Pooled(), {name: [] for name in selections}, 0, 0
-    suite = mask_suite((resolution, resolution), per_category, seed=1)
+    per_edit: dict[str, dict[str, dict[tuple, list[float]]]] = {
+        metric: {name: {} for name in selections} for metric in ("vs_truth", "vs_dense")}
     for name in images:
         truth = eval_image(name, (resolution, resolution))
-        for item in suite:
-            inside = item.mask > 0
-            if ablation.plan(truth, inside).bucket == FULL:
-                full_edits += 1
-                continue
-            dense = ablation.dense(truth, inside, seed)
-            pooled.add("dense_vs_truth", dense, truth, inside)
-            for selection in selections:
-                edit = ablation.edit(selection, truth, inside, seed)
-                tokens[selection].append(edit.tokens / (resolution // ref.TOKEN_SIZE) ** 2)
-                pooled.add(f"{selection}_vs_dense", edit.image, dense, inside)
-                pooled.add(f"{selection}_vs_truth", edit.image, truth, inside)
-            edits += 1
+        for suite_seed in suite_seeds:
+            for item in mask_suite((resolution, resolution), per_category, seed=suite_seed):
+                inside = item.mask > 0
+                if ablation.plan(truth, inside).bucket == FULL:
+                    full_edits += 1
+                    continue
+                for seed in seeds:
+                    key = (name, suite_seed, item.name, seed)
+                    dense = ablation.dense(truth, inside, seed)
+                    pooled.add("dense_vs_truth", dense, truth, inside)
+                    for selection in selections:
+                        for draw in range(draws if selection == "random_context" else 1):
+                            ablation.draw = draw
+                            edit = ablation.edit(selection, truth, inside, seed)
+                            tokens[selection].append(edit.tokens / (resolution // ref.TOKEN_SIZE) ** 2)
+                            pooled.add(f"{selection}_vs_dense", edit.image, dense, inside)
+                            pooled.add(f"{selection}_vs_truth", edit.image, truth, inside)
+                            per_edit["vs_truth"][selection].setdefault(key, []).append(psnr(edit.image, truth, inside))
+                            per_edit["vs_dense"][selection].setdefault(key, []).append(psnr(edit.image, dense, inside))
+                        ablation.draw = 0
+                    edits += 1
         progress(f"ablation: {name} done")
-    return {"size": [resolution, resolution], "edits": edits, "edits_full": full_edits,
+    means = {metric: {sel: {k: float(np.mean(v)) for k, v in by_key.items()} for sel, by_key in table.items()}
+             for metric, table in per_edit.items()}
+    hilo = {metric: means[metric].get("hilo", {}) for metric in means}
+    return {"size": [resolution, resolution], "edits": edits, "edits_full": full_edits, "noise_seeds": list(seeds),
+            "suite_seeds": list(suite_seeds), "draws": draws,
             "psnr_mask_dense_vs_truth": pooled.psnr("dense_vs_truth"),
             "selections": {name: {"psnr_mask_vs_dense": pooled.psnr(f"{name}_vs_dense"),
                                   "psnr_mask_vs_truth": pooled.psnr(f"{name}_vs_truth"),
-                                  "token_ratio": float(np.mean(tokens[name])) if tokens[name] else None}
+                                  "token_ratio": float(np.mean(tokens[name])) if tokens[name] else None,
+                                  "paired": {
+                                      "vs_dense": summarize(v for v in means["vs_dense"][name].values() if np.isfinite(v)).to_dict(),
+                                      "vs_truth_minus_hilo": paired(means["vs_truth"][name], hilo["vs_truth"]).to_dict(),
+                                      "vs_dense_minus_hilo": paired(means["vs_dense"][name], hilo["vs_dense"]).to_dict(),
+                                  }}
                            for name in selections}}
