@@ -98,8 +98,12 @@ def engines_root(tmp_path_factory):
 def built(engines_root):
     from hilo_export.export import BuildRequest, build
 
+    """Engines planned with padded sizing (one static length per bucket), whatever the default."""
+    from hilo_export.planning import PlannerConfig
+
     folder = engines_root / "tiny-flux-{}x{}".format(*BUILD_RESOLUTION)
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder), progress=lambda _: None)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder, config=PlannerConfig(sizing="padded")),
+          progress=lambda _: None)
     return folder
 
 

@@ -58,12 +58,13 @@ FINE_BUCKETS = "s=0.1,m=0.2,l=0.3,xl=0.45,xxl=0.6,xxxl=0.75"
 
 
 def variants() -> list[Variant]:
-    """The defaults, then knobs on exact sizing (where mask and context set the sequence length)."""
+    """Padded and exact sizing, then knobs on exact sizing (where mask and context set the
+    sequence length); the one equal to the planner's defaults is labelled so."""
     padded = replace(PlannerConfig(), sizing="padded")
     base = replace(PlannerConfig(), sizing="exact")
     cleaned = replace(base, dilation=0, open_radius=0.125, grow_radius=0.25)  # RegionE's erode-then-grow, in tokens
-    return [
-        Variant("defaults (padded: spare capacity filled)", padded),
+    table = [
+        Variant("padded (spare capacity filled)", padded),
         Variant(f"padded, buckets {FINE_BUCKETS}", padded, FINE_BUCKETS),
         Variant("exact sizing", base),
         Variant(f"exact, buckets {FINE_BUCKETS}", base, FINE_BUCKETS),
@@ -80,6 +81,9 @@ def variants() -> list[Variant]:
         Variant("exact, growth 1/4, no dilation, context <= 5%", replace(base, dilation=0, grow_radius=0.25, max_high_freq=0.05)),
         Variant("exact, growth 1/2, no dilation, context <= 5%", replace(base, dilation=0, grow_radius=0.5, max_high_freq=0.05)),
     ]
+    defaults = PlannerConfig()
+    return [replace(v, label=f"{v.label} (defaults)") if (v.config, v.buckets) == (defaults, DEFAULT_BUCKETS) else v
+            for v in table]
 
 
 def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.info,

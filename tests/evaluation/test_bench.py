@@ -100,12 +100,14 @@ def test_sweep_draws_speed_against_fidelity(tmp_path):
             assert c["paired"]["edits"] + c["edits_full"] == 2, label
             assert (c["psnr_mask_hilo_vs_truth"] is None) == (c["paired"]["edits"] == 0)
     # without dilation a mask needs fewer tokens; exact plans never send more than padded ones
+    by_label = {label.removesuffix(" (defaults)"): cats for label, cats in by_label.items()}
     for category in ("small", "medium", "large"):
         exact = by_label["exact sizing"][category]["token_ratio_mean"]
         assert by_label["exact, dilation 0"][category]["token_ratio_mean"] <= exact
-        assert exact <= by_label["defaults (padded: spare capacity filled)"][category]["token_ratio_mean"]
+        assert exact <= by_label["padded (spare capacity filled)"][category]["token_ratio_mean"]
+    assert sum(v["label"].endswith(" (defaults)") for v in sweep["variants"]) == 1
     md = (tmp_path / "sweep.md").read_text()
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults (padded" in md and "keeps the targets" in md
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| padded (spare" in md and "keeps the targets" in md
 
 
 def test_bench_command_refuses_bad_settings(tmp_path):
