@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from hilo_export.evaluation.study import read_records, run_study, study_variants
+from hilo_export.evaluation.study import context_geometry, read_records, run_study, study_variants
 from hilo_export.files import atomic_path
 
 
@@ -64,11 +64,14 @@ def main():
                         f"--noise-seeds {args.noise_seeds} --draws {args.draws} --steps {args.steps} --margin {args.margin}"
                         + (f" --variants {args.variants}" if args.variants else ""))
     table["resolution"], table["steps"] = args.resolution, args.steps
+    table["context_geometry"] = context_geometry(args.resolution, args.photos.split(","),
+                                                 [int(s) for s in args.suite_seeds.split(",")])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "selection.json") as tmp:
         tmp.write_text(json.dumps(table, indent=1) + "\n")
     print(selection_markdown(table))
+    print("context geometry:", json.dumps(table["context_geometry"]))
     print(f"written {out}/selection.json in {time.time() - start:.0f} s")
 
 

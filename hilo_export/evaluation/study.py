@@ -165,3 +165,42 @@ def _record(case: StudyCase, variant: str, noise: int, draw: int | None, image, 
             "psnr_mask_vs_truth": _finite(psnr(image, truth, inside)),
             "psnr_mask_vs_dense": None if dense is None else _finite(psnr(image, dense, inside)),
             "seconds": round(seconds, 2)}
+
+
+def context_geometry(resolution: int, photos: Iterable[str], suite_seeds: Iterable[int], base: PlannerConfig | None = None,
+                     per_category: int = 1, sizing: str = "exact") -> dict[str, Any]:
+    """Where each policy's context tokens lie (planning only, no edits): per policy, the mean
+    Chebyshev distance of its context tokens to the dilated mask, and each policy's overlap with
+    the ring's choice (shared context tokens over context tokens), averaged over the cases."""
+    from ..planning.plan import MASK, plan_tokens
+    from ..planning.selection import ring_distance
+    from ..reference.model import TOKEN_SIZE
+    from .bench import eval_image
+    from .masks import mask_suite
+
+    base = replace(base or PlannerConfig(), sizing=sizing)
+    distance: dict[str, list[float]] = {c: [] for c in CONTEXTS}
+    overlap: dict[str, list[float]] = {c: [] for c in CONTEXTS}
+    size = (resolution, resolution)
+    for photo in photos:
+        image = eval_image(photo, size)
+        for seed in suite_seeds:
+            for item in mask_suite(size, per_category, seed=seed):
+                chosen = {}
+                for context in CONTEXTS:
+                    plan = plan_tokens(image, item.mask > 0, TOKEN_SIZE, "s,m,l", replace(base, context=context))
+                    if plan.bucket == FULL:
+                        break
+                    mask_tokens = (plan.kinds.reshape(-1) == MASK).nonzero().flatten().tolist()
+                    context_tokens = set(plan.keep_indices.tolist()) - set(mask_tokens)
+                    chosen[context] = context_tokens
+                    d = ring_distance(plan.kinds == MASK).reshape(-1)
+                    if context_tokens:
+                        distance[context].append(float(d[sorted(context_tokens)].mean()))
+                if len(chosen) == len(CONTEXTS) and chosen["ring"]:
+                    for context in CONTEXTS:
+                        overlap[context].append(len(chosen[context] & chosen["ring"]) / len(chosen["ring"]))
+    return {"sizing": sizing,
+            "mean_distance_tokens": {c: round(float(sum(v) / len(v)), 2) if v else None for c, v in distance.items()},
+            "overlap_with_ring": {c: round(float(sum(v) / len(v)), 3) if v else None for c, v in overlap.items()},
+            "cases": len(overlap["ring"])}
