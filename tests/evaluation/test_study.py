@@ -60,3 +60,12 @@ def test_study_logs_every_edit_once_and_resumes(tmp_path):
     # exact plans are never longer, so never slower in FLOPs
     assert rows["exact/sobel"]["ideal_speedup"] >= rows["padded/sobel"]["ideal_speedup"]
     assert table["rule"]["chosen"] in table["rule"]["acceptable"]
+
+
+def test_context_geometry_puts_the_ring_next_to_the_mask():
+    from hilo_export.evaluation.study import context_geometry
+
+    geometry = context_geometry(128, ["coffee"], [1])
+    distance = geometry["mean_distance_tokens"]
+    assert geometry["cases"] > 0 and geometry["overlap_with_ring"]["ring"] == 1.0
+    assert 1.0 <= distance["ring"] <= min(distance["sobel"], distance["random"])
