@@ -75,7 +75,7 @@ CONTEXT_HELP = ("How context tokens outside the dilated mask are ranked: sobel (
               help="Pixels per DiT token side (Flux's, as plan_tokens; 8 for the reference model, or use --engines).")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets: names (s,m,l) or NAME=FRACTION; full is always added.")
 @click.option("--dilation", default=PlannerConfig.dilation, show_default=True, help="Mask dilation, in tokens.")
-@click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor, show_default=True,
+@click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor or 0, show_default=True, type=click.IntRange(min=0),
               help="Tokens per low-frequency block side (0: no low-frequency tokens).")
 @click.option("--freq-threshold", default=PlannerConfig.freq_threshold, show_default=True,
               help="Regional frequency score (0-1) from which a kept token counts as high-frequency rather than "
