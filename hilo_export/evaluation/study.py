@@ -24,6 +24,9 @@ from .metrics import psnr
 log = logging.getLogger(__name__)
 
 DENSE = "dense"
+# the paper's low-frequency tokens, one per 16 x 16 block of tokens: what "with low-frequency
+# tokens" means in a variant, whatever the planner's default
+LOWFREQ_FACTOR = 16
 
 
 @dataclass(frozen=True)
@@ -36,16 +39,13 @@ class StudyVariant:
 
     def config(self, base: PlannerConfig, draw: int) -> PlannerConfig:
         return replace(base, sizing=self.sizing, context=self.context, context_seed=draw,
-                       lowfreq_factor=base.lowfreq_factor if self.lowfreq else None)
+                       lowfreq_factor=LOWFREQ_FACTOR if self.lowfreq else None)
 
 
 def study_variants(draws: int = 3, lowfreq_off: Iterable[str] = ("exact/sobel", "exact/ring"),
-                   contexts: Iterable[str] = CONTEXTS, base: PlannerConfig | None = None) -> list[StudyVariant]:
+                   contexts: Iterable[str] = CONTEXTS) -> list[StudyVariant]:
     """Every sizing x context with low-frequency tokens; without them for the ``sizing/context``
     pairs in ``lowfreq_off``."""
-    base = base or PlannerConfig()
-    if base.lowfreq_factor is None:
-        raise ValueError("the base planner has no low-frequency tokens to switch off; give it a lowfreq_factor")
     out = []
     lowfreq_off = set(lowfreq_off)
     for lowfreq in (True, False):
@@ -84,7 +84,7 @@ def run_study(ablation: Any, log_path: Path, resolution: int, photos: Iterable[s
     from .bench import eval_image
     from .masks import mask_suite
 
-    base = base or PlannerConfig()
+    base = replace(base or PlannerConfig(), lowfreq_factor=LOWFREQ_FACTOR)  # the buckets as the variants see them
     noise_seeds = list(noise_seeds)
     n_grid = (resolution // TOKEN_SIZE) ** 2
     log_path = Path(log_path)
