@@ -182,7 +182,11 @@ def selection_table(records: list[Mapping[str, Any]], variants: list[Any], margi
     grid = max((r["tokens"] for r in records if r["variant"] == "dense"), default=4096)
     flops = StepFlops.count(FLUX1_DEV, 512)
     speed = ideal_speedup([r for r in records if (r["case"], r.get("noise_seed")) in keys], labels, flops, grid)
-    choice = choose_variant(truth, speed, margin_db) if keys else None
+    # defaults must run in every pipeline: without low-frequency tokens a plan that drops tokens
+    # has nothing to fill them from (the generic pipelines' fill="lowfreq"), so those variants are
+    # measured and reported but not candidates
+    eligible = [v.label for v in variants if getattr(v, "lowfreq", True) and v.label in truth]
+    choice = choose_variant({k: truth[k] for k in eligible}, speed, margin_db) if keys and eligible else None
     rows = {}
     for label in labels:
         if label not in truth:
@@ -195,11 +199,17 @@ def selection_table(records: list[Mapping[str, Any]], variants: list[Any], margi
                                               dense.get(baseline, {})).to_dict() if baseline in dense else None,
             "vs_dense": summarize(dense[label][k] for k in keys if _finite(dense.get(label, {}).get(k))).to_dict(),
             "truth_minus_dense_truth": paired(truth[label], dense_truth).to_dict(),
+            "vs_most_faithful_truth": paired(truth[label], truth[choice.most_faithful]).to_dict() if choice else None,
         }
+        twin = label.removesuffix("/no-lowfreq")
+        if twin != label and twin in truth:  # what the low-frequency tokens buy, paired
+            rows[label]["minus_with_lowfreq"] = {
+                "truth": paired(truth[label], truth[twin]).to_dict(),
+                "dense": paired({k: dense[label][k] for k in keys}, {k: dense[twin][k] for k in keys}).to_dict()}
     cases = sorted({k[0] for k in keys})
     return {"n_pairs": len(keys), "cases": len(cases), "noise_seeds": sorted({k[1] for k in keys}),
             "edits_full": sorted({r["case"] for r in records if r["variant"] == "full"}),
-            "baseline": baseline, "margin_db": margin_db, "rows": rows,
+            "baseline": baseline, "margin_db": margin_db, "candidates": eligible, "rows": rows,
             "rule": choice.to_dict() if choice else None}
 
 
@@ -211,7 +221,6 @@ def selection_markdown(table: Mapping[str, Any]) -> str:
         return f"{d['mean']:+.2f} ± {d['sd']:.2f} ({d['ci_low']:+.2f}..{d['ci_high']:+.2f})"
 
     rule = table.get("rule") or {}
-    versus = rule.get("versus_most_faithful", {})
     lines = [f"{table['n_pairs']} pairs ({table['cases']} cases x noise seeds {table['noise_seeds']}); "
              f"differences: mean ± sd (95% CI), dB, paired by case and noise seed.", "",
              f"| variant | ideal speedup | in-mask PSNR vs truth | minus {table['baseline']} (vs truth) "
@@ -220,9 +229,15 @@ def selection_markdown(table: Mapping[str, Any]) -> str:
     for label, row in table["rows"].items():
         mark = " **(chosen)**" if label == rule.get("chosen") else ""
         lines.append(f"| {label}{mark} | {row['ideal_speedup']:.2f}x | {row['psnr_mask_vs_truth_mean']:.2f} dB "
-                     f"| {cell(row['vs_baseline_truth'])} | {cell(versus.get(label))} "
+                     f"| {cell(row['vs_baseline_truth'])} | {cell(row.get('vs_most_faithful_truth'))} "
                      f"| {row['vs_dense']['mean']:.2f} ± {row['vs_dense']['sd']:.2f} dB | {cell(row['vs_dense_minus_baseline'])} |")
     if rule:
-        lines += ["", f"Most faithful: {rule['most_faithful']}. Not worse by {rule['margin_db']} dB (CI above "
-                      f"-{rule['margin_db']}): {', '.join(rule['acceptable'])}. Chosen (fastest of those): **{rule['chosen']}**."]
+        lines += ["", f"Candidates (with low-frequency tokens): {', '.join(table['candidates'])}. Most faithful: "
+                      f"{rule['most_faithful']}. Not worse by {rule['margin_db']} dB (CI above -{rule['margin_db']}): "
+                      f"{', '.join(rule['acceptable'])}. Chosen (fastest of those): **{rule['chosen']}**."]
+    for label, row in table["rows"].items():
+        if "minus_with_lowfreq" in row:
+            effect = row["minus_with_lowfreq"]
+            lines += ["", f"Without the low-frequency tokens ({label} minus its twin with them): vs truth "
+                          f"{cell(effect['truth'])}, vs dense {cell(effect['dense'])} dB."]
     return "\n".join(lines) + "\n"
