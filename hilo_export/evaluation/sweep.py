@@ -10,10 +10,12 @@ truth, run in torch (``PlannedTransformer``) so no engines are built per variant
 seed of the settings, paired per edit (mask, image, seed) with spread. Edits a variant plans into
 ``full`` are the dense edit itself: counted (``edits_full``), never pooled with compressed ones.
 
-Rule (``chosen_variant``): the fastest variant (geometric mean of the three ideal speedups)
+Marked (``chosen_variant``): the fastest variant (geometric mean of the three ideal speedups)
 that keeps every fidelity target in every category: HiLo within ``PSNR_VS_DENSE_TARGET_DB`` of
 dense, and its PSNR to the truth within ``PSNR_TO_TRUTH_MARGIN_DB`` of dense's; failing that,
-the fastest above the PSNR floor; failing that, the most faithful.
+the fastest above the PSNR floor; failing that, the most faithful. The planner's sizing and
+context defaults follow the paired rule of ``stats.choose_variant`` instead (scripts/selection.py,
+docs/selection.md); the per-edit ``paired`` fields here give the spread to judge the rest.
 """
 
 from __future__ import annotations

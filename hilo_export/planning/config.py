@@ -53,13 +53,13 @@ class PlannerConfig:
     region_radius: int = 1
     max_high_freq: float | None = None
     freq_samples: int | None = 8
-    # padded by the sweep's rule (README "Choosing the planner's defaults"): exact plans drop the
-    # spare-capacity context, which cost the reference model's large-mask edits 30 -> 28 dB
-    sizing: str = PADDED
+    # sizing and context: the variant the defaults rule picks on the shipped reference model
+    # (docs/selection.md; scripts/selection.py reproduces it)
+    sizing: str = EXACT
     open_radius: float = 0.0
     grow_radius: float = 0.0
     min_coverage: float = 0.0
-    context: str = SOBEL
+    context: str = RING
     context_seed: int = 0
 
     def __post_init__(self) -> None:
