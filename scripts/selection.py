@@ -58,7 +58,13 @@ def main():
                   variants, progress=print)
     from hilo_export.evaluation.stats import selection_markdown, selection_table
 
-    table = selection_table(read_records(Path(args.log)), variants, margin_db=args.margin)
+    # the design asked for, and no more: a log may hold further cases (a longer run, another design)
+    photos, suites = set(args.photos.split(",")), {f"suite{s}" for s in args.suite_seeds.split(",")}
+    noise = {int(s) for s in args.noise_seeds.split(",")}
+    records = [r for r in read_records(Path(args.log))
+               if r["case"].split("/")[0] in photos and r["case"].split("/")[-1] in suites
+               and (r.get("noise_seed") is None or r["noise_seed"] in noise)]
+    table = selection_table(records, variants, margin_db=args.margin)
     table["command"] = ("python scripts/selection.py --log selection.jsonl --out docs/selection "
                         f"--resolution {args.resolution} --photos {args.photos} --suite-seeds {args.suite_seeds} "
                         f"--noise-seeds {args.noise_seeds} --draws {args.draws} --steps {args.steps} --margin {args.margin}"
