@@ -59,7 +59,7 @@ class PlannerConfig:
     open_radius: float = 0.0
     grow_radius: float = 0.0
     min_coverage: float = 0.0
-    context: str = RING
+    context: str = RANDOM
     context_seed: int = 0
 
     def __post_init__(self) -> None:
