@@ -123,8 +123,8 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
     click.echo(
         f"bucket {result.bucket}: {result.length} of {result.n_tokens} tokens (capacity {result.capacity}) ({result.kept_ratio:.0%}) "
         f"on a {result.grid[0]}x{result.grid[1]} grid; mask {result.mask_ratio:.1%} of the image\n"
-        f"  mask {c['mask']}, high-frequency {c['high_freq']}, fill {c['fill']}, low-frequency {c['low_freq']}; "
-        f"high-frequency tokens left out for lack of room: {result.high_freq_dropped}"
+        f"  mask {c['mask']}, context ({result.config.context}) {c['high_freq']}, fill {c['fill']}, "
+        f"low-frequency {c['low_freq']}; high-frequency region tokens left out for lack of room: {result.high_freq_dropped}"
     )
     if out is not None:
         click.echo(f"selection picture: {out}")
