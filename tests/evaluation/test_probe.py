@@ -5,14 +5,15 @@ import torch
 from hilo_export.evaluation.ablation import SELECTIONS, Ablation, crop_box, selection_plan
 from hilo_export.evaluation.metrics import Pooled
 from hilo_export.evaluation.probe import classical_fills, conditions, probe_set, run_probe
-from hilo_export.planning.plan import MASK, plan_tokens
+from hilo_export.planning.plan import MASK, PlannerConfig, plan_tokens
 from hilo_export.reference import model as ref
 from hilo_export.reference.procedural import FAMILIES
 
 
 def _plan(size=128, seed=0):
     item = probe_set(size, 1, seed=seed)[0]
-    return plan_tokens(item.image, item.mask, ref.TOKEN_SIZE, "s,m,l"), item
+    # padded: a budget beyond the mask for the selections to fill, whatever the default sizing
+    return plan_tokens(item.image, item.mask, ref.TOKEN_SIZE, "s,m,l", PlannerConfig(sizing="padded")), item
 
 
 def test_probe_set_is_seeded_and_covers_every_family():
