@@ -25,8 +25,9 @@ from .export.trt_check import TENSORRT_VERSION
 from .folder.backends import BACKENDS
 from .folder.dtypes import PRECISIONS
 from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
+from .planning.config import CONTEXT_HELP
 from .planning.inputs import DEFAULT_TOKEN_SIZE
-from .planning.plan import SIZINGS, PlannerConfig, mask_from_file
+from .planning.plan import CONTEXTS, SIZINGS, PlannerConfig, mask_from_file
 
 
 class BadInput(click.ClickException):
@@ -75,19 +76,23 @@ def main(quiet: bool, verbose: bool) -> None:
               help="Pixels per DiT token side (Flux's, as plan_tokens; 8 for the reference model, or use --engines).")
 @click.option("--buckets", default="s,m,l", show_default=True, help="Buckets: names (s,m,l) or NAME=FRACTION; full is always added.")
 @click.option("--dilation", default=PlannerConfig.dilation, show_default=True, help="Mask dilation, in tokens.")
-@click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor, show_default=True,
+@click.option("--lowfreq-factor", default=PlannerConfig.lowfreq_factor or 0, show_default=True, type=click.IntRange(min=0),
               help="Tokens per low-frequency block side (0: no low-frequency tokens).")
 @click.option("--freq-threshold", default=PlannerConfig.freq_threshold, show_default=True,
               help="Regional frequency score (0-1) from which a kept token counts as high-frequency rather than "
                    "fill (the selection itself always takes the highest scores).")
 @click.option("--sizing", type=click.Choice(SIZINGS), default=PlannerConfig.sizing, show_default=True,
               help="exact: each plan runs at its own length; padded: at its bucket's capacity (static shapes).")
+@click.option("--context", type=click.Choice(CONTEXTS), default=PlannerConfig.context, show_default=True,
+              help=CONTEXT_HELP)
+@click.option("--context-seed", default=PlannerConfig.context_seed, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the random context policy.")
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A built engine folder: plan with its token size, buckets and planner settings instead.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write a PNG of the selection here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as one JSON object.")
-def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, sizing, engines, out,
-         as_json) -> None:
+def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, freq_threshold, sizing, context, context_seed,
+         engines, out, as_json) -> None:
     """Plan which tokens the DiT sees for one image and mask."""
     from PIL import Image
 
@@ -101,7 +106,7 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
         result = HiLoRuntime.load(engines, verify=False).plan(image, mask)
     else:
         config = replace(PlannerConfig(), dilation=dilation, lowfreq_factor=lowfreq_factor or None,
-                         freq_threshold=freq_threshold, sizing=sizing)
+                         freq_threshold=freq_threshold, sizing=sizing, context=context, context_seed=context_seed)
         result = plan_tokens(image, mask, token_size=token_size, buckets=buckets, config=config)
 
     if out is not None:
@@ -119,8 +124,8 @@ def plan(image_path, mask_path, token_size, buckets, dilation, lowfreq_factor, f
     click.echo(
         f"bucket {result.bucket}: {result.length} of {result.n_tokens} tokens (capacity {result.capacity}) ({result.kept_ratio:.0%}) "
         f"on a {result.grid[0]}x{result.grid[1]} grid; mask {result.mask_ratio:.1%} of the image\n"
-        f"  mask {c['mask']}, high-frequency {c['high_freq']}, fill {c['fill']}, low-frequency {c['low_freq']}; "
-        f"high-frequency tokens left out for lack of room: {result.high_freq_dropped}"
+        f"  mask {c['mask']}, context ({result.config.context}) {c['high_freq']}, fill {c['fill']}, "
+        f"low-frequency {c['low_freq']}; high-frequency region tokens left out for lack of room: {result.high_freq_dropped}"
     )
     if out is not None:
         click.echo(f"selection picture: {out}")
@@ -144,10 +149,15 @@ def _echo(message: str) -> None:
 @click.option("--sizing", type=click.Choice(SIZINGS), default=PlannerConfig.sizing, show_default=True,
               help="exact: one engine profile per bucket spanning its range of lengths, each plan at its own; "
                    "padded: every plan of a bucket at its capacity (one static shape per bucket, for CUDA graphs).")
+@click.option("--context", type=click.Choice(CONTEXTS), default=PlannerConfig.context, show_default=True,
+              help=CONTEXT_HELP)
+@click.option("--context-seed", default=PlannerConfig.context_seed, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the random context policy (a constant of the build's ONNX planner).")
 @click.option("--plugins", is_flag=True,
               help="TensorRT only: run the hilo token ops as the AOT Triton plugins of plugins/tensorrt "
                    "[default: TensorRT inlines their ONNX function bodies].")
-def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, plugins) -> None:
+def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, context,
+          context_seed, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
     from .export.builder import BuildRequest, parse_resolution
     from .export.builder import build as run_build
@@ -155,7 +165,7 @@ def build(model_name, buckets, resolution, backend, precision, out_dir, token_si
     request = BuildRequest(
         model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
         out_dir=out_dir, token_size=token_size, batch=batch, text_len=text_len, plugins=plugins,
-        config=replace(PlannerConfig(), sizing=sizing),
+        config=replace(PlannerConfig(), sizing=sizing, context=context, context_seed=context_seed),
     )
     folder = run_build(request)
     click.echo(str(folder))
@@ -212,7 +222,9 @@ def inspect(folder, as_json) -> None:
 @click.option("--token-size", default=DEFAULT_TOKEN_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Pixels per DiT token side (Flux's, as plan_tokens; 8 for the reference model).")
 @click.option("--shares", default="0.5,0.3,0.2", show_default=True, help="Share of the masks to land in s, m, l.")
-def calibrate(mask_dir, token_size, shares) -> None:
+@click.option("--context", type=click.Choice(CONTEXTS), default=PlannerConfig.context, show_default=True,
+              help=CONTEXT_HELP + " Capacities depend on the mask alone; the policy is echoed in the suggested options.")
+def calibrate(mask_dir, token_size, shares, context) -> None:
     """Derive bucket capacities from a folder of masks and print the table."""
     from .planning.calibration import calibrate as run_calibrate
     from .planning.calibration import read_masks
@@ -221,14 +233,14 @@ def calibrate(mask_dir, token_size, shares) -> None:
         values = [float(s) for s in shares.split(",")]
     except ValueError:
         raise BadInput(f"--shares {shares!r}: give three numbers such as 0.5,0.3,0.2") from None
-    result = run_calibrate(read_masks(mask_dir), token_size, values)
+    result = run_calibrate(read_masks(mask_dir), token_size, values, replace(PlannerConfig(), context=context))
     click.echo(f"{result.n_masks} masks, token size {token_size}")
     click.echo(f"  {'bucket':6s} {'fraction':>8s} {'share of masks':>15s}")
     for b in result.buckets:
         click.echo(f"  {b.name:6s} {b.fraction:8.4f} {result.shares[b.name]:15.1%}")
     from .planning.buckets import format_buckets
 
-    click.echo(f"use: --buckets {format_buckets(result.buckets)}")
+    click.echo(f"use: --buckets {format_buckets(result.buckets)} --context {context}")
 
 
 def _read_files(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:

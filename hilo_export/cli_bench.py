@@ -13,6 +13,7 @@ import click
 
 from .folder.backends import BACKENDS
 from .model.loading import BUILTIN_NAMES, ModelError
+from .planning.config import CONTEXT_HELP, CONTEXTS
 from .planning.plan import SIZINGS, PlannerConfig
 
 
@@ -47,6 +48,7 @@ from .planning.plan import SIZINGS, PlannerConfig
               "latency at 320x192, 128 px fidelity; pipeline: 256 px, 2 steps, one edit per category).")
 @click.option("--repeats", type=int, help="Interleaved latency rounds [default: 7; quick: 3, pipeline 15].")
 @click.option("--sizing", type=click.Choice(SIZINGS), help=f"Planner sizing of the engines [default: {PlannerConfig.sizing}].")
+@click.option("--context", type=click.Choice(CONTEXTS), help=CONTEXT_HELP + f" [default: {PlannerConfig.context}]")
 @click.option("--fidelity-masks", type=int, help="Built-in: masks per category for fidelity [default: 4; quick: 1].")
 @click.option("--skip-latency", is_flag=True, help="Built-in: fidelity only.")
 @click.option("--skip-fidelity", is_flag=True, help="Built-in: latency only.")
@@ -57,7 +59,7 @@ from .planning.plan import SIZINGS, PlannerConfig
 @click.option("--torch-backend", is_flag=True,
               help="Built-in: also time the torch backend, beside the main backend in the same interleaved rounds.")
 def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, steps, seeds, backend, resolution, text_len,
-          edits_per_category, per_category, quick, repeats, sizing, fidelity_masks, skip_latency, skip_fidelity, sweep,
+          edits_per_category, per_category, quick, repeats, sizing, context, fidelity_masks, skip_latency, skip_fidelity, sweep,
           engines_root, torch_backend) -> None:
     """Latency and fidelity of HiLo against dense per mask category: on your FluxFillPipeline (--model FOLDER),
     or on the built-in models (flux-shaped latency, reference-model fidelity)."""
@@ -74,10 +76,11 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
 
         for flag, given in (("--sweep", sweep), ("--skip-latency", skip_latency), ("--skip-fidelity", skip_fidelity),
                             ("--fidelity-masks", fidelity_masks is not None), ("--sizing", sizing is not None),
+                            ("--context", context is not None),
                             ("--torch-backend", torch_backend)):
             if given:
                 raise BenchError(f"{flag} applies to the built-in bench; a pipeline bench measures latency and fidelity "
-                                 "(build engines with another --sizing and pass them with --engines)")
+                                 "(build engines with another --sizing or --context and pass them with --engines)")
         values = dict(engines=engines, images=images_dir, masks=masks_arg if masks_arg == "suite" else Path(masks_arg),
                       prompt=prompt, prompts_file=prompts_file, steps=steps, seeds=seed_list, backend=backend,
                       resolution=parse_resolution(resolution) if resolution else None, text_len=text_len,
@@ -106,8 +109,9 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
         overrides["latency_model"] = model
         if model == "reference":  # its 8-px tokens: the fidelity size is the latency figures' token grid
             overrides["latency_resolution"] = (128, 128) if quick else (512, 512)
-    if sizing is not None:
-        overrides["planner"] = replace(PlannerConfig(), sizing=sizing)
+    planner = {k: v for k, v in dict(sizing=sizing, context=context).items() if v is not None}
+    if planner:
+        overrides["planner"] = replace(PlannerConfig(), **planner)
     settings = BenchSettings.quick(out_dir, **overrides) if quick else BenchSettings(out_dir, **overrides)
     if sweep:  # planning and torch edits only: --skip-* and --repeats do not apply
         click.echo(sweep_markdown(run_sweep(settings)))

@@ -32,7 +32,8 @@ from hilo_export.model import load_reference, reference_weights_dir
 from hilo_export.reference import model as ref
 
 LABELS = {"hilo": "HiLo", "random_context": "random context", "no_lowfreq": "no low-freq tokens",
-          "mask_only": "dilated mask only", "core_only": "core only (mask + low-freq)", "crop": "crop-and-stitch"}
+          "mask_only": "dilated mask only", "core_only": "core only (dilated mask + low-freq)",
+          "hole_only": "hole only (undilated mask + low-freq)", "crop": "crop-and-stitch"}
 
 
 def table(result: dict) -> str:
@@ -56,6 +57,27 @@ def table(result: dict) -> str:
                  f"| {probe['psnr_mask_dense_vs_truth']:.2f} |")
     lines.append(f"| best classical fill ({probe['best_fill']}) | - | - | - | - | - | {probe['psnr_mask_best_fill_vs_truth']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_table(photos: dict) -> str:
+    """Per edit, paired with HiLo's by case and noise seed: mean ± sd (n, 95% CI), dB."""
+    def cell(d):
+        return "-" if not d or not d.get("n") else f"{d['mean']:+.2f} ± {d['sd']:.2f} (n {d['n']}, {d['ci_low']:+.2f}..{d['ci_high']:+.2f})"
+
+    lines = [f"Per edit (photos; noise seeds {photos.get('noise_seeds')}, random context averaged over "
+             f"{photos.get('draws')} draws): mean ± sd (n, 95% CI), dB.", "",
+             "| selection | PSNR vs dense | minus HiLo: vs dense | minus HiLo: vs truth |", "|---|---|---|---|"]
+    for name, sel in photos["selections"].items():
+        p = sel.get("paired", {})
+        vs_dense = p.get("vs_dense") or {}
+        lines.append(f"| {LABELS[name]} | {vs_dense['mean']:.2f} ± {vs_dense['sd']:.2f} |" if vs_dense.get("n", 0) > 1
+                     else f"| {LABELS[name]} | - |")
+        lines[-1] += f" {cell(p.get('vs_dense_minus_hilo'))} | {cell(p.get('vs_truth_minus_hilo'))} |"
+    return "\n".join(lines) + "\n"
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
 
 
 def _pct(value) -> str:
@@ -98,6 +120,9 @@ def main():
     parser.add_argument("--per-category", type=int, default=1, help="suite masks per category on every photo (0: no photos)")
     parser.add_argument("--per-family", type=int, default=2, help="probe images per procedural family")
     parser.add_argument("--selections", default=",".join(SELECTIONS), help="comma-separated (default: all)")
+    parser.add_argument("--seeds", default="0,1", help="noise seeds of the photo edits (pairs: case x seed)")
+    parser.add_argument("--suite-seeds", default="1", help="mask-suite seeds (1: bench's masks)")
+    parser.add_argument("--draws", type=int, default=3, help="draws of the random context, averaged per pair")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -110,7 +135,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     ablation = Ablation(load_reference(), ref.load_decoder(reference_weights_dir()), steps=args.steps)
-    photos = (run_photo_ablation(ablation, args.resolution, args.per_category, selections=selections)
+    photos = (run_photo_ablation(ablation, args.resolution, args.per_category, selections=selections,
+                                 seeds=_ints(args.seeds), draws=args.draws, suite_seeds=_ints(args.suite_seeds))
               if args.per_category else {"size": [args.resolution] * 2, "edits": 0, "edits_full": 0, "selections": {}})
     result = {"steps": args.steps, "resolution": args.resolution, "selections": list(selections), "photos": photos,
               "probe": run_probe(ablation, args.resolution, args.per_family, selections=selections)}
@@ -124,9 +150,10 @@ def main():
     result["wall_s"] = round(time.time() - start, 1)
     with atomic_path(out / "ablation.json") as tmp:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
+    text = table(result) + ("\n" + paired_table(photos) if photos["edits"] else "")
     with atomic_path(out / "ablation.md") as tmp:
-        tmp.write_text(table(result))
-    print(table(result))
+        tmp.write_text(text)
+    print(text)
     print(f"written {out}/ablation.json, ablation.md, ablation.png in {result['wall_s']:.0f} s")
 
 

@@ -86,6 +86,8 @@ def flux_model():
 
 # A built engine folder shared by the build, runtime and CLI tests (one export of each graph).
 BUILD_RESOLUTION = (320, 192)  # 20 x 12 tokens of 16 px: two low-frequency blocks, one partial
+# the `built` engines' planner: padded (one static length per bucket), whatever the default
+BUILT_PLANNER = {"sizing": "padded"}
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +100,12 @@ def engines_root(tmp_path_factory):
 def built(engines_root):
     from hilo_export.export import BuildRequest, build
 
+    """Engines planned with padded sizing (one static length per bucket), whatever the default."""
+    from hilo_export.planning import PlannerConfig
+
     folder = engines_root / "tiny-flux-{}x{}".format(*BUILD_RESOLUTION)
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder), progress=lambda _: None)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder, config=PlannerConfig(**BUILT_PLANNER)),
+          progress=lambda _: None)
     return folder
 
 

@@ -69,3 +69,26 @@ def test_plan_errors_are_one_clear_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_plan_context_policies_send_the_same_length(tmp_path):
+    rng = np.random.default_rng(0)
+    image = np.full((256, 256, 3), 120, np.uint8)
+    image[:128, :100] = rng.integers(0, 256, (128, 100, 3))
+    Image.fromarray(image).save(tmp_path / "image.png")
+    for i, box in enumerate([(20, 60, 30, 90), (100, 250, 10, 200), (0, 256, 0, 150)]):
+        mask = np.zeros((256, 256), np.uint8)
+        mask[box[0]:box[1], box[2]:box[3]] = 255
+        Image.fromarray(mask).save(tmp_path / f"mask{i}.png")
+        for sizing in ("exact", "padded"):
+            plans = {}
+            for context in ("sobel", "ring", "random"):
+                result = invoke("plan", "--image", str(tmp_path / "image.png"), "--mask", str(tmp_path / f"mask{i}.png"),
+                             "--token-size", "8", "--sizing", sizing, "--context", context, "--json")
+                assert result.exit_code == 0, result.output
+                plans[context] = json.loads(result.output)
+            assert len({p["length"] for p in plans.values()}) == 1, (box, sizing)
+            assert {p["config"]["context"] for p in plans.values()} == {"sobel", "ring", "random"}
+            tokens = plans["ring"]["tokens"]
+            if plans["ring"]["bucket"] != "full" and tokens["total"] > tokens["mask"] + tokens["low_freq"]:  # context to choose
+                assert plans["ring"]["keep_indices"] != plans["random"]["keep_indices"]

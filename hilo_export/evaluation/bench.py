@@ -35,6 +35,7 @@ from .settings import (
     BenchSettings,
     model_config,
 )
+from .stats import speed_target
 from .timing import spread
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = log.inf
                 "step_s_dense_median": statistics.median(fid.step_s["dense"]),
                 "outside_mask_max_abs_diff": fid.outside_max_abs,
                 "edits": len(fid.kept_ratio),
+                "paired": fid.pairs.summary(),
             }
             for key in fid.sq:
                 entry[f"psnr_{key}"] = fid.psnr(key)
@@ -100,6 +102,9 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = log.inf
         report["probe"] = measure_probe(settings, progress)
     report["categories"] = list(categories.values())
     report["targets"] = _targets(report["categories"], settings) + _probe_targets(report.get("probe"))
+    report["speed_targets"] = {f"speedup {t['category']}": {"target": t["threshold"], "median": t["median"],
+                                                              "iqr": t["iqr"], "met": t["met"]}
+                               for t in report["targets"] if "iqr" in t}
     report.update(run_summary(started))
     write_report(report, settings.out)
     progress(summary_line(report))
@@ -110,9 +115,11 @@ def _targets(categories: list[dict[str, Any]], settings: BenchSettings) -> list[
     checks = []
     for c in categories:
         name = c["name"]
-        if "speedup" in c:
-            checks.append({"category": name, "target": f"speedup >= {SPEEDUP_TARGETS[name]}x", "value": c["speedup"],
-                           "met": c["speedup"] >= SPEEDUP_TARGETS[name]})
+        if "speedup" in c:  # met only when the IQR's lower end clears it
+            spread_met = speed_target(SPEEDUP_TARGETS[name], c["speedup"], c["speedup_q25"], c["speedup_q75"])
+            checks.append({"category": name, "target": f"speedup >= {SPEEDUP_TARGETS[name]}x (IQR's lower end)",
+                           "value": c["speedup"], "threshold": spread_met["target"], "median": spread_met["median"],
+                           "iqr": spread_met["iqr"], "met": spread_met["met"]})
             checks.append({"category": name, "target": f"achieved/ideal >= {ACHIEVED_TARGET}",
                            "value": c["achieved_over_ideal"], "met": c["achieved_over_ideal"] >= ACHIEVED_TARGET})
         if "fidelity" in c and c["fidelity"]["edits_compressed"]:

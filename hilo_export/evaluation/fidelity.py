@@ -21,6 +21,7 @@ from .masks import CATEGORY_RATIOS, mask_suite
 from .metrics import Pooled, border_ring, ssim
 from .progress import Eta
 from .settings import RING_PX, BenchSettings, eval_image
+from .stats import EditPairs
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Fidelity(Pooled):
     kept_ratio: list[float] = field(default_factory=list)
     buckets: list[str] = field(default_factory=list)
     grid: tuple[int, int] | None = None
+    pairs: EditPairs = field(default_factory=EditPairs)  # per edit, by (mask, image, seed): the spread
 
 
 def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -> dict[str, Fidelity]:
@@ -59,7 +61,7 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
             for item in (m for m in suite if m.category == category):
                 inside = item.mask > 0
                 ring = border_ring(item.mask, RING_PX)
-                for truth in pictures.values():
+                for photo, truth in pictures.items():
                     dense_by_seed = {}
                     for seed in settings.seeds:
                         dense = pipe(truth, inside, steps=settings.steps, seed=seed, dense=True)
@@ -77,6 +79,7 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
                         if hilo.plan.bucket == FULL:  # not compressed: scored apart, never pooled with HiLo's
                             fid.add("full_mask_dense_vs_truth", dense.image, truth, inside)
                             continue
+                        fid.pairs.add((item.name, photo, seed), hilo.image, dense.image, truth, inside)
                         for region_name, region in (("mask", inside), ("ring", ring)):
                             fid.add(f"{region_name}_hilo_vs_dense", hilo.image, dense.image, region)
                             fid.add(f"{region_name}_hilo_vs_truth", hilo.image, truth, region)

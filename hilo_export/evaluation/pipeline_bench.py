@@ -36,10 +36,10 @@ from .edit_set import CATEGORY_LIMITS, SUITE, EditCase, image_files, load_cases,
 from .fill_edit import check_engines, fill_engines, fill_token_size, load_fill_pipeline
 from .latency import category_speed, lengths_json, time_categories
 from .metrics import Pooled, psnr, ssim
-from .paired import paired_stats
 from .phases import PHASES, EngineCalls, PhaseTimer
 from .progress import Eta, machine, run_summary, summary_line
 from .settings import BenchError
+from .stats import paired_stats
 from .timing import spread
 
 log = logging.getLogger(__name__)

@@ -105,11 +105,21 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
                 f"| {f['outside_mask_max_abs_diff']} | {f['edit_s_hilo_median']:.2f} s / {f['edit_s_dense_median']:.2f} s |"
             )
         lines.append("")
+    paired = [(c["name"], c["fidelity"]["paired"]) for c in report["categories"] if c.get("fidelity", {}).get("paired")]
+    if paired:
+        lines += ["Per edit, paired by mask, image and seed (compressed edits): mean ± sd (n, 95% CI).", "",
+                  "| category | in-mask PSNR HiLo vs dense | truth gap (dense minus HiLo, vs truth) |", "|---|---|---|"]
+        for name, p in paired:
+            lines.append(f"| {name} | {_paired_cell(p['psnr_mask_hilo_vs_dense'])} | {_paired_cell(p['truth_gap'])} |")
+        lines.append("")
     if "probe" in report:
         lines += _probe_lines(report["probe"])
-    lines += ["## Targets", "", "| category | target | value | met |", "|---|---|---|---|"]
+    lines += ["## Targets", "", "Speed targets count as met only when the IQR's lower end clears them.", "",
+              "| category | target | value | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         value = "identical" if t["value"] is None else f"{t['value']:.2f}" if isinstance(t["value"], float) else t["value"]
+        if "iqr" in t:
+            value = f"{t['median']:.2f} (IQR {t['iqr'][0]:.2f}-{t['iqr'][1]:.2f})"
         lines.append(f"| {t['category']} | {t['target']} | {value} | {'yes' if t['met'] else '**no**'} |")
     lines.append("")
     for plot in plots or []:
@@ -117,6 +127,14 @@ def markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
     memory = f"; peak memory {report['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in report else ""
     lines.append(f"\nWall time of the bench: {report['wall_s']:.0f} s{memory}.\n")
     return "\n".join(lines)
+
+
+def _paired_cell(d: dict[str, Any]) -> str:
+    if not d.get("n"):
+        return "-"
+    if d["n"] < 2:
+        return f"{d['mean']:.2f} dB (n 1)"
+    return f"{d['mean']:+.2f} ± {d['sd']:.2f} dB (n {d['n']}, {d['ci_low']:+.2f}..{d['ci_high']:+.2f})"
 
 
 def _grid(grid: list[int] | None) -> str:

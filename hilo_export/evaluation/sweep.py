@@ -6,12 +6,16 @@ table, dilation, mask cleanup (opening, pixel-level growth instead of a whole-to
 and how much high-frequency context an exact plan takes. Speed: the FLOP-ideal per-step speedup
 on the latency model's grid (1024x1024 flux-shaped by default) over every plan's own length.
 Fidelity: in-mask PSNR of HiLo vs dense edits of the reference model, and both against the
-truth, run in torch (``PlannedTransformer``) so no engines are built per variant.
+truth, run in torch (``PlannedTransformer``) so no engines are built per variant; every noise
+seed of the settings, paired per edit (mask, image, seed) with spread. Edits a variant plans into
+``full`` are the dense edit itself: counted (``edits_full``), never pooled with compressed ones.
 
-Rule (``chosen_variant``): the fastest variant (geometric mean of the three ideal speedups)
+Marked (``chosen_variant``): the fastest variant (geometric mean of the three ideal speedups)
 that keeps every fidelity target in every category: HiLo within ``PSNR_VS_DENSE_TARGET_DB`` of
 dense, and its PSNR to the truth within ``PSNR_TO_TRUTH_MARGIN_DB`` of dense's; failing that,
-the fastest above the PSNR floor; failing that, the most faithful.
+the fastest above the PSNR floor; failing that, the most faithful. The planner's sizing and
+context defaults follow the paired rule of ``stats.choose_variant`` instead (scripts/selection.py,
+docs/selection.md); the per-edit ``paired`` fields here give the spread to judge the rest.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from ..files import atomic_path
 from ..model.loading import text_len_for, token_size_for
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, plan_tokens
+from .errors import EvaluationError
 from .fidelity import Fidelity
 from .flops import StepFlops
 from .latency import plan_categories
 from .masks import CATEGORY_RATIOS, mask_suite
 from .settings import PSNR_TO_TRUTH_MARGIN_DB, PSNR_VS_DENSE_TARGET_DB, BenchSettings, eval_image, model_config
+from .stats import EditPairs, paired
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +56,13 @@ FINE_BUCKETS = "s=0.1,m=0.2,l=0.3,xl=0.45,xxl=0.6,xxxl=0.75"
 
 
 def variants() -> list[Variant]:
-    """The defaults, then knobs on exact sizing (where mask and context set the sequence length)."""
+    """Padded and exact sizing, then knobs on exact sizing (where mask and context set the
+    sequence length); the one equal to the planner's defaults is labelled so."""
     padded = replace(PlannerConfig(), sizing="padded")
     base = replace(PlannerConfig(), sizing="exact")
     cleaned = replace(base, dilation=0, open_radius=0.125, grow_radius=0.25)  # RegionE's erode-then-grow, in tokens
-    return [
-        Variant("defaults (padded: spare capacity filled)", padded),
+    table = [
+        Variant("padded (spare capacity filled)", padded),
         Variant(f"padded, buckets {FINE_BUCKETS}", padded, FINE_BUCKETS),
         Variant("exact sizing", base),
         Variant(f"exact, buckets {FINE_BUCKETS}", base, FINE_BUCKETS),
@@ -72,6 +79,9 @@ def variants() -> list[Variant]:
         Variant("exact, growth 1/4, no dilation, context <= 5%", replace(base, dilation=0, grow_radius=0.25, max_high_freq=0.05)),
         Variant("exact, growth 1/2, no dilation, context <= 5%", replace(base, dilation=0, grow_radius=0.5, max_high_freq=0.05)),
     ]
+    defaults = PlannerConfig()
+    return [replace(v, label=f"{v.label} (defaults)") if (v.config, v.buckets) == (defaults, DEFAULT_BUCKETS) else v
+            for v in table]
 
 
 def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.info,
@@ -89,9 +99,8 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.inf
     stock = pipe.transformer
     suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)
     pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.fidelity_images or settings.images}
-    seed = settings.seeds[0]
 
-    def edit(variant: Variant | None, image, mask):
+    def edit(variant: Variant | None, image, mask, seed):
         config = variant.config if variant else PlannerConfig()
         pipe.transformer = PlannedTransformer(stock, TOKEN_SIZE, variant.buckets if variant else FULL, config, fill="zero")
         try:
@@ -99,12 +108,14 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.inf
         finally:
             pipe.transformer = stock
 
-    dense = {(m.name, name): edit(None, image, m.mask > 0).image for m in suite for name, image in pictures.items()}
+    dense = {(m.name, name, seed): edit(None, image, m.mask > 0, seed).image
+             for m in suite for name, image in pictures.items() for seed in settings.seeds}
+    reference_truth: dict[str, dict[tuple, float]] = {}  # the first variant's per-edit PSNR to the truth, per category
     results = []
     chosen = variants() if labels is None else [v for v in variants() if v.label in labels]
     if labels is not None and len(chosen) != len(labels):
         known = [v.label for v in variants()]
-        raise ValueError(f"unknown sweep variants {sorted(set(labels) - set(known))}; known: {known}")
+        raise EvaluationError(f"unknown sweep variants {sorted(set(labels) - set(known))}; known: {known}")
     for variant in chosen:
         def plan(image, mask, variant=variant):
             return plan_tokens(image, mask, latency_token, variant.buckets, variant.config)
@@ -114,14 +125,23 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.inf
                                  "categories": {}}
         for cat in planned:
             cost = float(np.mean([flops(p.length) for p in cat.plans]))  # every plan at its own length
-            fid = Fidelity()
+            fid, pairs, full = Fidelity(), EditPairs(), 0
             for item in (m for m in suite if m.category == cat.name):
+                inside = item.mask > 0
                 for name, image in pictures.items():
-                    hilo = edit(variant, image, item.mask > 0)
-                    fid.add("mask_hilo_vs_dense", hilo.image, dense[(item.name, name)], item.mask > 0)
-                    fid.add("mask_hilo_vs_truth", hilo.image, image, item.mask > 0)
-                    fid.add("mask_dense_vs_truth", dense[(item.name, name)], image, item.mask > 0)
-                    fid.kept_ratio.append(hilo.plan.kept_ratio)
+                    if plan_tokens(image, inside, TOKEN_SIZE, variant.buckets, variant.config).bucket == FULL:
+                        full += len(settings.seeds)  # the dense edit itself: never pooled with compressed ones
+                        continue
+                    for seed in settings.seeds:
+                        twin = dense[(item.name, name, seed)]
+                        hilo = edit(variant, image, inside, seed)
+                        fid.add("mask_hilo_vs_dense", hilo.image, twin, inside)
+                        fid.add("mask_hilo_vs_truth", hilo.image, image, inside)
+                        fid.add("mask_dense_vs_truth", twin, image, inside)
+                        fid.kept_ratio.append(hilo.plan.kept_ratio)
+                        pairs.add((item.name, name, seed), hilo.image, twin, image, inside)
+            truth = pairs.column("hilo_vs_truth")
+            reference_truth.setdefault(cat.name, truth)
             entry["categories"][cat.name] = {
                 "ideal_speedup": flops(latency_grid) / cost,
                 "bucket_mix": cat.bucket_mix(),
@@ -129,7 +149,11 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.inf
                 "psnr_mask_hilo_vs_dense": fid.psnr("mask_hilo_vs_dense"),
                 "psnr_mask_hilo_vs_truth": fid.psnr("mask_hilo_vs_truth"),
                 "psnr_mask_dense_vs_truth": fid.psnr("mask_dense_vs_truth"),
-                "fidelity_token_ratio_mean": float(np.mean(fid.kept_ratio)),
+                "fidelity_token_ratio_mean": float(np.mean(fid.kept_ratio)) if fid.kept_ratio else None,
+                "edits_full": full,
+                # per edit, paired by mask, image and seed: spread to dense, truth gap, and the
+                # difference to the first variant's PSNR to the truth
+                "paired": {**pairs.summary(), "vs_first_variant_truth": paired(truth, reference_truth[cat.name]).to_dict()},
             }
         progress(f"sweep {variant.label}: " + ", ".join(
             f"{c} {v['ideal_speedup']:.2f}x / {v['psnr_mask_hilo_vs_dense'] or float('inf'):.1f} dB"
@@ -156,10 +180,11 @@ def sweep_markdown(sweep: dict[str, Any]) -> str:
         cells = []
         for c in CATEGORY_RATIOS:
             e = v["categories"][c]
-            db = "identical" if e["psnr_mask_hilo_vs_dense"] is None else f"{e['psnr_mask_hilo_vs_dense']:.1f} dB"
-            gap = truth_gap(e)
-            cells.append(f"{e['ideal_speedup']:.2f}x / {e['token_ratio_mean']:.0%} / {db} / "
-                         + ("-" if gap is None else f"{gap:+.2f} dB"))
+            db = "no compressed edit" if e["psnr_mask_hilo_vs_dense"] is None else f"{e['psnr_mask_hilo_vs_dense']:.1f} dB"
+            per_edit = (e.get("paired") or {}).get("truth_gap") or {}
+            gap = (f"{per_edit['mean']:+.2f} ± {per_edit['sd']:.2f} dB" if per_edit.get("n", 0) > 1
+                   else "-" if truth_gap(e) is None else f"{truth_gap(e):+.2f} dB")
+            cells.append(f"{e['ideal_speedup']:.2f}x / {e['token_ratio_mean']:.0%} / {db} / {gap}")
         label = f"**{v['label']}** (chosen)" if v["label"] == chosen else v["label"]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_speedup(v):.2f}x | {'yes' if keeps_targets(v) else 'no'} |")
     return "\n".join(lines) + "\n"

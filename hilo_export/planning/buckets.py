@@ -19,8 +19,8 @@ FULL = "full"
 # The engines' one dynamic axis: the kept full-resolution tokens of a bucket (ONNX dim_param).
 K_AXIS = "k_kept"
 
-# Defaults, chosen by `hilo-export bench --sweep` (README "Choosing the planner's defaults"):
-# the fastest table whose HiLo edits stay >= 30 dB from dense in every mask category.
+# Defaults: the table `hilo-export bench --sweep` measures the alternatives against. Its figures
+# live in the sweep's report (docs/sweep), not here, where they would go stale.
 DEFAULT_FRACTIONS = {"s": 0.20, "m": 0.45, "l": 0.75}
 
 # Sequence lengths in multiples of 8 keep matrix kernels on their fast paths.

@@ -29,7 +29,8 @@ import numpy as np
 
 from .buckets import K_AXIS, parse_buckets, rooms
 from .frequency import GRAY_WEIGHTS, analysis_stride, score_scale, window_counts
-from .plan import LowFreqLayout, PlanError, PlannerConfig
+from .plan import RANDOM, RING, LowFreqLayout, PlanError, PlannerConfig
+from .selection import MASK_KEY, random_rank
 
 PLANNER_OPSET = 17  # the oldest opset with every op used here: runs on older ONNX Runtimes too
 PLANNER_IR_VERSION = 8
@@ -190,7 +191,7 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
         floors = [n_tokens if b.is_full else 1 for b in table]
         wanted = g.op("Max", g.op("Add", n_mask, n_region), g.op("Gather", g.const(floors, i64), bucket, axis=0))
         k = g.op("Min", k, wanted)
-    key = g.op("Where", mask_flat, g.const(2.0, f32), g.reshape(score, [n_tokens]))
+    key = g.op("Where", mask_flat, g.const(MASK_KEY, f32), _context_key(g, config, tokens, score, (h, w)))
     _, order = g.op("TopK", key, k, axis=0, largest=1, sorted=1, outputs=2)
     ascending, _ = g.op("TopK", order, k, axis=0, largest=0, sorted=1, outputs=2)
     g.nodes.append(helper.make_node("Identity", [ascending], ["keep_indices"], name="keep_indices"))
@@ -221,6 +222,26 @@ def planner_model(resolution: tuple[int, int], token_size: int, buckets: str, co
     )
     checker.check_model(model, full_check=True)
     return model
+
+
+def _context_key(g: _Graph, config: PlannerConfig, tokens: str, score: str, grid: tuple[int, int]) -> str:
+    """The context policy's ranking key, flat [h * w] (selection.context_key, op for op)."""
+    from onnx import TensorProto
+
+    h, w = grid
+    if config.context == RANDOM:  # a constant of the build: one draw per grid and seed
+        return g.const(-random_rank(grid, config.context_seed).reshape(-1).numpy(), np.float32)
+    if config.context == RING:  # selection.ring_distance: count the 3x3 dilations that miss a token
+        one = g.const(1.0, np.float32)
+        reached = g.reshape(g.op("Cast", tokens, to=TensorProto.FLOAT), [1, 1, h, w])
+        distance = None
+        for step in range(max(h, w)):
+            missed = g.op("Sub", one, reached)
+            distance = missed if distance is None else g.op("Add", distance, missed)
+            if step + 1 < max(h, w):
+                reached = g.op("MaxPool", reached, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+        return g.op("Neg", g.reshape(distance, [h * w]))
+    return g.reshape(score, [h * w])
 
 
 def write_planner(path: Path, resolution: tuple[int, int], token_size: int, buckets: str, config: PlannerConfig) -> Path:

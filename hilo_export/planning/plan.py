@@ -35,155 +35,39 @@ ONNX planner and the C++ reader repeat with integer arithmetic.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .buckets import Bucket, choose_bucket, parse_buckets, rooms
+from .config import (  # noqa: F401  (re-exported: the planner's public names)
+    CONTEXTS,
+    DROPPED,
+    EXACT,
+    FILL,
+    HIGH_FREQ,
+    MASK,
+    PADDED,
+    RANDOM,
+    RING,
+    SIZINGS,
+    SOBEL,
+    LowFreqLayout,
+    PlannerConfig,
+)
 from .frequency import frequency_map, regional_mean
-from .inputs import (
+from .inputs import (  # noqa: F401  (PlanError re-exported)
     DEFAULT_TOKEN_SIZE,
     PlanError,
     as_image,
-    as_int,
     as_mask,
     positive_token_size,
     token_grid,
     token_mask,
 )
-
-# Token kinds in TokenPlan.kinds.
-DROPPED, MASK, HIGH_FREQ, FILL = 0, 1, 2, 3
-# How a plan's sequence length is set within its bucket (module docstring, step 5).
-EXACT, PADDED = "exact", "padded"
-SIZINGS = (EXACT, PADDED)
-
-@dataclass(frozen=True)
-class PlannerConfig:
-    """Planner settings (see the module docstring for what each step does).
-
-    dilation:       mask dilation radius, in tokens
-    lowfreq_factor: tokens per low-frequency block side; None: no low-frequency tokens
-    freq_threshold: regional score (0-1) from which a token is high-frequency
-    region_radius:  box-filter radius of the regionalization, in tokens
-    max_high_freq:  at most this fraction of the grid counts as high-frequency; None: no cap
-    freq_samples:   analysis samples per token side; None: every pixel
-    sizing:         "exact" (each plan runs at its own length) or "padded" (at its bucket's capacity)
-    open_radius:    radius of the pixel mask's opening, in tokens (a fraction: applied to pixels)
-    grow_radius:    pixel-level growth of the mask before pooling, in tokens (a fraction)
-    min_coverage:   share of a token's pixels the (grown) mask must cover; 0: any pixel
-
-    The pixel radii are in tokens so that a setting means the same on every token size (the
-    bench's fidelity model has 8-px tokens, Flux 16-px); they round to whole pixels.
-    """
-
-    dilation: int = 1
-    lowfreq_factor: int | None = 16
-    freq_threshold: float = 0.06
-    region_radius: int = 1
-    max_high_freq: float | None = None
-    freq_samples: int | None = 8
-    # padded by the sweep's rule (README "Choosing the planner's defaults"): exact plans drop the
-    # spare-capacity context, which cost the reference model's large-mask edits 30 -> 28 dB
-    sizing: str = PADDED
-    open_radius: float = 0.0
-    grow_radius: float = 0.0
-    min_coverage: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("dilation", "lowfreq_factor", "region_radius", "freq_samples"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, as_int(value, name))
-        if self.dilation < 0:
-            raise PlanError(f"dilation must be >= 0 tokens, got {self.dilation}")
-        if self.lowfreq_factor is not None and self.lowfreq_factor < 1:
-            raise PlanError(f"lowfreq_factor must be >= 1 (or None for no low-frequency tokens), got {self.lowfreq_factor}")
-        if self.region_radius < 0:
-            raise PlanError(f"region_radius must be >= 0 tokens, got {self.region_radius}")
-        if not 0.0 <= self.freq_threshold <= 1.0:
-            raise PlanError(f"freq_threshold must lie in [0, 1] (scores are normalized), got {self.freq_threshold}")
-        if self.max_high_freq is not None and not 0.0 <= self.max_high_freq <= 1.0:
-            raise PlanError(f"max_high_freq must be a fraction of the grid in [0, 1] or None, got {self.max_high_freq}")
-        if self.freq_samples is not None and self.freq_samples < 1:
-            raise PlanError(f"freq_samples must be >= 1 (or None for every pixel), got {self.freq_samples}")
-        if self.sizing not in SIZINGS:
-            raise PlanError(f"sizing must be one of {', '.join(SIZINGS)} (exact: each plan at its own length; "
-                            f"padded: at its bucket's capacity, for CUDA graphs), got {self.sizing!r}")
-        for name in ("open_radius", "grow_radius"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 8.0:
-                raise PlanError(f"{name} must be a number of tokens in [0, 8] (e.g. 0.25: a quarter token), got {value!r}")
-        if isinstance(self.min_coverage, bool) or not isinstance(self.min_coverage, (int, float)) \
-                or not 0.0 <= self.min_coverage <= 1.0:
-            raise PlanError(f"min_coverage must be a share of a token's pixels in [0, 1] (0: any pixel), got {self.min_coverage!r}")
-
-    def mask_pixels(self, token_size: int) -> dict[str, int]:
-        """The mask cleanup in pixels at ``token_size``: opening and growth radii, and the pixels a
-        token needs in the mask (``inputs.token_mask``'s arguments)."""
-        area = token_size * token_size
-        return {
-            "open_px": round(self.open_radius * token_size),
-            "grow_px": round(self.grow_radius * token_size),
-            # an integer count, compared exactly by the ONNX planner too
-            "min_pixels": max(1, math.ceil(self.min_coverage * area - 1e-9)),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PlannerConfig":
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise PlanError(f"unknown planner settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class LowFreqLayout:
-    """Blocks of ``factor x factor`` tokens, each summarized by one low-frequency token."""
-
-    factor: int
-    grid: tuple[int, int]
-
-    @property
-    def blocks(self) -> tuple[int, int]:
-        h, w = self.grid
-        return -(-h // self.factor), -(-w // self.factor)
-
-    @property
-    def count(self) -> int:
-        bh, bw = self.blocks
-        return bh * bw
-
-    def block_of_token(self) -> torch.Tensor:
-        """int64 [h * w]: the block (row-major) each token belongs to."""
-        h, w = self.grid
-        rows = torch.arange(h) // self.factor
-        cols = torch.arange(w) // self.factor
-        return (rows[:, None] * self.blocks[1] + cols[None, :]).reshape(-1)
-
-    def centres(self) -> torch.Tensor:
-        """float32 [count, 2]: (row, col) of each block's centre in token units."""
-        h, w = self.grid
-
-        def axis(n: int) -> torch.Tensor:
-            start = torch.arange(0, n, self.factor)
-            stop = torch.clamp(start + self.factor, max=n)
-            return (start + stop - 1).float() / 2
-
-        rows, cols = axis(h), axis(w)
-        return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
-
-    def pooling_matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """[count, h * w]: row b averages the tokens of block b."""
-        one_hot = F.one_hot(self.block_of_token(), self.count).T.to(dtype)
-        return one_hot / one_hot.sum(dim=1, keepdim=True)
+from .selection import ranking, region_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -336,11 +220,9 @@ def mandatory_tokens(mask: Any, token_size: int = DEFAULT_TOKEN_SIZE,
 
 def _exact_kept(analysis: _Analysis, room: int, config: PlannerConfig) -> int:
     """Kept full-resolution tokens of an exact plan: mask plus (capped) high-frequency region,
-    at least one, at most the bucket's ``room``."""
+    at least one, at most the bucket's ``room``. The same for every context policy."""
     n_mask = int(analysis.mask_tokens.sum())
-    region = int(((analysis.score >= config.freq_threshold) & ~analysis.mask_tokens).sum())
-    if config.max_high_freq is not None:
-        region = min(region, int(config.max_high_freq * analysis.score.numel()))
+    _, region = region_size(config, analysis.mask_tokens, analysis.score)
     return min(room, max(1, n_mask + region))
 
 
@@ -359,35 +241,38 @@ def _select(
     h, w = analysis.mask_tokens.shape
     n_tokens = h * w
     mask_flat = analysis.mask_tokens.reshape(-1)
-    score_flat = analysis.score.reshape(-1)
-    region = (score_flat >= config.freq_threshold) & ~mask_flat
+    n_mask = int(mask_flat.sum())
+    region, capped = region_size(config, analysis.mask_tokens, analysis.score)
+    # Mask tokens rank first, then the policy's order (a stable sort: ties by lower index, so
+    # plans are deterministic).
+    order = ranking(config, analysis.mask_tokens, analysis.score)
 
     if bucket.is_full:
         layout = None
         keep = torch.arange(n_tokens)
         capacity = n_tokens
+        n_context = min(capped, n_tokens - n_mask)
     else:
         capacity = bucket.capacity(n_tokens, layout.count if layout else 0)
-        # Mask tokens rank above every score (scores are in [0, 1]); a stable descending
-        # sort breaks ties by index, which keeps plans deterministic.
-        key = torch.where(mask_flat, torch.tensor(2.0), score_flat)
-        order = torch.sort(key, descending=True, stable=True).indices
         keep = torch.sort(order[:n_kept]).values
+        # the high-frequency region's share of the budget: the first context tokens in the
+        # policy's order (for sobel exactly the kept region tokens, capped by score)
+        n_context = min(capped, n_kept - n_mask)
 
     kept = torch.zeros(n_tokens, dtype=torch.bool)
     kept[keep] = True
-    high_freq = _cap_high_freq(region & kept, score_flat, config.max_high_freq, n_tokens)
     kinds = torch.full((n_tokens,), DROPPED, dtype=torch.uint8)
     kinds[kept] = FILL
-    kinds[high_freq] = HIGH_FREQ
+    kinds[order[n_mask:n_mask + n_context]] = HIGH_FREQ
     kinds[mask_flat] = MASK
+    high_freq_dropped = max(0, region - (int(kept.sum()) - n_mask))
 
     positions = torch.stack([keep // w, keep % w], dim=1).float()
     if layout is not None:
         positions = torch.cat([layout.centres(), positions])
     counts = {
         "mask": int(mask_flat.sum()),
-        "high_freq": int(high_freq.sum()),
+        "high_freq": int((kinds == HIGH_FREQ).sum()),
         "fill": int((kinds == FILL).sum()),
         "low_freq": layout.count if layout else 0,
     }
@@ -403,22 +288,9 @@ def _select(
         scores=analysis.score,
         counts=counts,
         mask_ratio=analysis.mask_ratio,
-        high_freq_dropped=int((region & ~kept).sum()),
+        high_freq_dropped=high_freq_dropped,
         config=config,
     )
-
-
-def _cap_high_freq(candidates: torch.Tensor, score: torch.Tensor, cap: float | None, n_tokens: int) -> torch.Tensor:
-    if cap is None:
-        return candidates
-    limit = int(cap * n_tokens)
-    if int(candidates.sum()) <= limit:
-        return candidates
-    key = torch.where(candidates, score, torch.tensor(-1.0))
-    top = torch.sort(key, descending=True, stable=True).indices[:limit]
-    capped = torch.zeros_like(candidates)
-    capped[top] = True
-    return capped
 
 
 def _analyze(image: Any, mask: Any, token_size: int, config: PlannerConfig) -> _Analysis:

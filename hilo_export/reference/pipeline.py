@@ -61,7 +61,10 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, mask: np.ndarray, steps: int = 8, seed: int = 0, dense: bool = False,
-                 progress: bool = True) -> EditResult:
+                 progress: bool = True, noise_window: tuple[tuple[int, int], int, int] | None = None) -> EditResult:
+        """``noise_window`` ((full height, full width) in tokens, first row, first col): ``image``
+        is that token-aligned window of a larger image, and the noise is the larger image's
+        (``seed``'s draw at full size, cropped), so a crop sees exactly the noise the full edit does."""
         start = time.perf_counter()
         image, hole_pixels = check_edit_inputs(image, mask)
         if steps < 1:
@@ -75,7 +78,12 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
         cond, prefill = ref.condition(pixels, hole)
         known = ref.pack(pixels)
         unknown = ref.pack(hole.expand_as(pixels)) > 0
-        noise = torch.randn(known.shape, generator=torch.Generator().manual_seed(seed))
+        if noise_window is None:
+            noise = torch.randn(known.shape, generator=torch.Generator().manual_seed(seed))
+        else:
+            (full_h, full_w), r0, c0 = noise_window
+            full = torch.randn((1, full_h * full_w, known.shape[2]), generator=torch.Generator().manual_seed(seed))
+            noise = full.reshape(1, full_h, full_w, -1)[:, r0:r0 + grid[0], c0:c0 + grid[1]].reshape(known.shape)
 
         self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps).tolist())
         x = noise.clone()

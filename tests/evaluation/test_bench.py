@@ -74,6 +74,13 @@ def test_quick_bench_writes_the_full_report(tmp_path, engines_root, built, refer
     md = (out / "report.md").read_text()
     assert "Context probe" in md and "grid 16x16" in md
     assert report["targets"] and all(isinstance(t["met"], bool) for t in report["targets"])
+    # speed targets are met only when the IQR's lower end clears them
+    assert set(report["speed_targets"]) == {f"speedup {c['name']}" for c in report["categories"]}
+    for name, t in report["speed_targets"].items():
+        assert t["met"] == (t["iqr"][0] >= t["target"]) and t["iqr"][0] <= t["median"] <= t["iqr"][1]
+    # per-edit spread, paired by mask, image and seed: one pair per compressed edit
+    for c in saved["categories"]:
+        assert c["fidelity"]["paired"]["edits"] == c["fidelity"]["edits_compressed"]
     md = (out / "report.md").read_text()
     assert "| small |" in md and "speedup.png" in md and "fidelity.png" in md and "IQR" in md
     assert saved["latency"]["sizing"] == PlannerConfig().sizing and saved["latency"]["rounds"] == 3
@@ -89,13 +96,18 @@ def test_sweep_draws_speed_against_fidelity(tmp_path):
     for label, cats in by_label.items():
         assert set(cats) == {"small", "medium", "large"}
         assert all(c["ideal_speedup"] >= 1 for c in cats.values()), label
+        for c in cats.values():  # one mask x one image x two seeds per category: compressed, or full and apart
+            assert c["paired"]["edits"] + c["edits_full"] == 2, label
+            assert (c["psnr_mask_hilo_vs_truth"] is None) == (c["paired"]["edits"] == 0)
     # without dilation a mask needs fewer tokens; exact plans never send more than padded ones
+    by_label = {label.removesuffix(" (defaults)"): cats for label, cats in by_label.items()}
     for category in ("small", "medium", "large"):
         exact = by_label["exact sizing"][category]["token_ratio_mean"]
         assert by_label["exact, dilation 0"][category]["token_ratio_mean"] <= exact
-        assert exact <= by_label["defaults (padded: spare capacity filled)"][category]["token_ratio_mean"]
+        assert exact <= by_label["padded (spare capacity filled)"][category]["token_ratio_mean"]
+    assert sum(v["label"].endswith(" (defaults)") for v in sweep["variants"]) == 1
     md = (tmp_path / "sweep.md").read_text()
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| defaults (padded" in md and "keeps the targets" in md
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "| padded (spare" in md and "keeps the targets" in md
 
 
 def test_bench_command_refuses_bad_settings(tmp_path):

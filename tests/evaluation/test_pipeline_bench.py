@@ -11,10 +11,10 @@ from PIL import Image
 
 from hilo_export.cli import main
 from hilo_export.evaluation.edit_set import CATEGORY_LIMITS, category_of, load_cases, read_prompts, resize_like_pipeline
-from hilo_export.evaluation.paired import paired_stats
 from hilo_export.evaluation.phases import PHASES
 from hilo_export.evaluation.progress import Eta
 from hilo_export.evaluation.settings import BenchError
+from hilo_export.evaluation.stats import paired_stats
 
 
 def _square(size: int, side: int, at: tuple[int, int] = (8, 8)) -> np.ndarray:

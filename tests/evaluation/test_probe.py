@@ -5,14 +5,15 @@ import torch
 from hilo_export.evaluation.ablation import SELECTIONS, Ablation, crop_box, selection_plan
 from hilo_export.evaluation.metrics import Pooled
 from hilo_export.evaluation.probe import classical_fills, conditions, probe_set, run_probe
-from hilo_export.planning.plan import MASK, plan_tokens
+from hilo_export.planning.plan import MASK, PlannerConfig, plan_tokens
 from hilo_export.reference import model as ref
 from hilo_export.reference.procedural import FAMILIES
 
 
 def _plan(size=128, seed=0):
     item = probe_set(size, 1, seed=seed)[0]
-    return plan_tokens(item.image, item.mask, ref.TOKEN_SIZE, "s,m,l"), item
+    # padded: a budget beyond the mask for the selections to fill, whatever the default sizing
+    return plan_tokens(item.image, item.mask, ref.TOKEN_SIZE, "s,m,l", PlannerConfig(sizing="padded")), item
 
 
 def test_probe_set_is_seeded_and_covers_every_family():
@@ -43,6 +44,16 @@ def test_selections_keep_the_mask_and_hilos_budget():
     core, only = selection_plan("core_only", plan), selection_plan("mask_only", plan)
     assert torch.equal(core.keep_indices, mask) and core.lowfreq == plan.lowfreq
     assert torch.equal(only.keep_indices, mask) and only.lowfreq is None and only.length == len(mask)
+    # hole only: the undilated mask tokens (the ring removed too), with the low-frequency tokens
+    from hilo_export.planning.inputs import as_mask, token_mask
+
+    _, item = _plan()
+    hole, _ = token_mask(as_mask(item.mask), ref.TOKEN_SIZE, dilation=0)
+    bare = selection_plan("hole_only", plan, hole=hole)
+    assert torch.equal(bare.keep_indices, torch.nonzero(hole.reshape(-1)).flatten()) and bare.lowfreq == plan.lowfreq
+    assert set(bare.keep_indices.tolist()) < set(mask.tolist())
+    with pytest.raises(ValueError, match="undilated"):
+        selection_plan("hole_only", plan)
     random_a, random_b = selection_plan("random_context", plan, 0), selection_plan("random_context", plan, 1)
     assert not torch.equal(random_a.keep_indices, random_b.keep_indices)
     with pytest.raises(ValueError, match="random_context"):
@@ -89,3 +100,18 @@ def test_probe_runs_every_selection_on_the_model():
     assert ratios["mask_only"] < ratios["hilo"]  # HiLo adds context and low-frequency tokens to the mask
     # the zero-correction start is the push-pull fill exactly: dense equals it
     assert result["psnr_mask_dense_vs_truth"] == pytest.approx(result["psnr_mask_fills_vs_truth"]["push-pull"], abs=0.05)
+
+
+def test_photo_ablation_pairs_every_selection_with_hilo():
+    from hilo_export.evaluation.ablation import run_photo_ablation
+
+    ablation = Ablation(ref.new_model(), ref.Decoder(), steps=1)
+    result = run_photo_ablation(ablation, 128, 1, images=("coffee",), selections=("hilo", "random_context", "hole_only"),
+                                seeds=(0, 1), draws=2, progress=lambda _: None)
+    n = result["edits"]
+    assert n > 0 and result["draws"] == 2 and result["noise_seeds"] == [0, 1]
+    sel = result["selections"]
+    assert sel["hilo"]["paired"]["vs_truth_minus_hilo"] == {"mean": 0.0, "sd": 0.0, "n": n, "ci_low": 0.0, "ci_high": 0.0}
+    for name in ("random_context", "hole_only"):
+        d = sel[name]["paired"]["vs_truth_minus_hilo"]
+        assert d["n"] == n and d["ci_low"] <= d["mean"] <= d["ci_high"]

@@ -2,12 +2,13 @@
 import numpy as np
 import onnx
 import pytest
-from conftest import BUILD_RESOLUTION
+from conftest import BUILD_RESOLUTION, BUILT_PLANNER
 
 from hilo_export.export import BuildError, BuildRequest, build, parse_resolution
 from hilo_export.export import builder as build_module
 from hilo_export.folder.manifest import SCHEMA_VERSION, read_manifest, sha256_file
 from hilo_export.model import PLUGIN_ATTRIBUTES, ModelError, load_model
+from hilo_export.planning import PlannerConfig
 
 
 def quiet(_):
@@ -76,7 +77,7 @@ def test_second_build_rebuilds_nothing(built_copy, monkeypatch):
     before = {p.name: p.stat().st_mtime_ns for p in built_copy.iterdir()}
     monkeypatch.setattr(build_module, "export_graph", lambda *a, **k: pytest.fail("a cached graph was exported again"))
     messages = []
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=messages.append)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=messages.append)
     assert sum("up to date" in m for m in messages) == 5  # the weights, two graphs, the ONNX planner and the folder
     after = {p.name: p.stat().st_mtime_ns for p in built_copy.iterdir()}
     def unchanged(files):
@@ -154,7 +155,7 @@ def test_a_lost_graph_is_exported_again_and_the_weights_are_reused(built_copy):
     hilo = m["graphs"]["hilo"]["files"]
     (built_copy / hilo[0]["path"]).unlink()
     messages = []
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=messages.append)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=messages.append)
     assert read_manifest(built_copy)["graphs"]["hilo"]["files"] == hilo  # the same bytes again
     assert weights.stat().st_mtime_ns == written and any("weights: up to date" in x for x in messages)
     assert not [p for p in built_copy.iterdir() if p.name.startswith(".") and p.name != build_module.LOCK]  # no leftovers
@@ -169,7 +170,7 @@ def test_a_folder_served_by_triton_still_rebuilds(built_copy, tmp_path):
     m = read_manifest(built_copy)
     assert (built_copy / m["weights"]["files"][0]["path"]).stat().st_nlink > 1
     (built_copy / m["graphs"]["hilo"]["files"][0]["path"]).unlink()
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=quiet)
     assert read_manifest(built_copy)["graphs"]["hilo"]["files"] == m["graphs"]["hilo"]["files"]
 
 

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUILD_RESOLUTION
+from conftest import BUILD_RESOLUTION, BUILT_PLANNER
 from filelock import FileLock
 
 from hilo_export.cli import main
@@ -14,6 +14,7 @@ from hilo_export.export import BuildError, BuildRequest, build
 from hilo_export.export import builder as build_module
 from hilo_export.files import atomic_path
 from hilo_export.folder.manifest import DIGEST, ManifestError, read_manifest, write_manifest
+from hilo_export.planning import PlannerConfig
 from hilo_export.runtime import HiLoRuntime
 from hilo_export.serving.repository import TritonRepoError, write_repository
 
@@ -147,8 +148,8 @@ def test_the_real_manifest_passes_the_schema(built):
 def test_a_second_build_into_a_locked_folder_is_refused(built_copy):
     with FileLock(built_copy / build_module.LOCK):
         with pytest.raises(BuildError, match="another hilo-export build is writing"):
-            build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)  # free again
+            build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=quiet)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=quiet)  # free again
 
 
 # ------------------------------------------------------------------ items 7, 8: leftovers, unwritable, no-op
@@ -160,7 +161,7 @@ def test_leftovers_of_killed_writes_are_removed(built_copy, tmp_path):
     for name in leftovers:
         (built_copy / name).write_bytes(b"half")
     (built_copy / ".notes").write_text("not ours")
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=quiet)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=quiet)
     assert not any((built_copy / name).exists() for name in leftovers) and (built_copy / ".notes").exists()
 
     pictures = tmp_path / "pictures"
@@ -176,7 +177,7 @@ def test_an_up_to_date_rebuild_leaves_the_manifest_alone(built_copy):
     manifest = built_copy / "manifest.json"
     before = manifest.stat().st_mtime_ns, manifest.stat().st_ino
     messages = []
-    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy), progress=messages.append)
+    build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=messages.append)
     assert (manifest.stat().st_mtime_ns, manifest.stat().st_ino) == before
     assert any(m.endswith("is up to date") for m in messages)
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from hilo_export import LowFreqLayout, PlanError, PlannerConfig, plan_batch, plan_tokens
 from hilo_export.planning import DROPPED, FILL, HIGH_FREQ, MASK, parse_buckets
+from hilo_export.planning.selection import context_key
 
 # ------------------------------------------------------------ independent references
 
@@ -83,10 +84,12 @@ def check_plan_invariants(plan, mask_bool: np.ndarray, config: PlannerConfig, bu
     kinds = plan.kinds.reshape(-1).numpy()
     assert ((kinds != DROPPED) == kept).all()
     assert ((kinds == MASK) == must_keep).all()
-    outside = plan.scores.reshape(-1).numpy()[~must_keep]
+    # the context policy's key (sobel: the regional score) ranks every kept outside token above every dropped one
+    key = context_key(config, torch.from_numpy(must_keep.reshape(h, w)), plan.scores).reshape(-1).numpy()
+    outside = key[~must_keep]
     kept_outside = kept[~must_keep]
     if kept_outside.any() and (~kept_outside).any():
-        assert outside[kept_outside].min() >= outside[~kept_outside].max(), "the fill takes the highest scores"
+        assert outside[kept_outside].min() >= outside[~kept_outside].max(), "the context takes the policy's highest keys"
     assert plan.positions.shape == (plan.length, 2)
     rows, cols = plan.positions[plan.n_lowfreq :].T
     assert torch.equal(rows.long() * w + cols.long(), keep)
@@ -133,6 +136,8 @@ def requests(draw):
         open_radius=draw(st.sampled_from([0.0, 0.0, 0.25, 0.5])),
         grow_radius=draw(st.sampled_from([0.0, 0.0, 0.25, 1.0])),
         min_coverage=draw(st.sampled_from([0.0, 0.0, 0.1, 0.5])),
+        context=draw(st.sampled_from(["sobel", "ring", "random"])),
+        context_seed=draw(st.integers(0, 3)),
     )
     return image, mask, token, config
 
@@ -184,7 +189,7 @@ def test_full_mask_plans_full_with_every_token_and_no_lowfreq():
 
 def test_fill_prefers_high_frequency_regions():
     image = textured_image(16, 16)  # noisy top-left quadrant, smooth elsewhere
-    config = PlannerConfig(lowfreq_factor=None)
+    config = PlannerConfig(lowfreq_factor=None, context="sobel")
     plan = plan_tokens(image, np.zeros((128, 128), bool), token_size=TOKEN, buckets="s=0.25", config=config)
     kinds = plan.kinds.numpy()
     kept = (kinds == HIGH_FREQ) | (kinds == FILL)

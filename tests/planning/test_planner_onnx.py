@@ -30,6 +30,11 @@ CASES = {
     "cleanup": ((96, 64), 16, "s=0.3,m=0.6", PlannerConfig(sizing="exact", dilation=0, open_radius=0.125, grow_radius=0.25,
                                                            min_coverage=0.1, max_high_freq=0.05, freq_threshold=0.02)),
     "grow-only": ((80, 48), 8, "s,m,l", PlannerConfig(sizing="exact", dilation=0, grow_radius=0.5, lowfreq_factor=2)),
+    # the other context policies: nearest the mask first (ties everywhere), a seeded draw
+    "ring": ((96, 64), 16, "s,m,l", PlannerConfig(context="ring")),
+    "ring-exact": ((80, 48), 8, "s=0.3,m=0.6", PlannerConfig(context="ring", sizing="exact", dilation=2, max_high_freq=0.05)),
+    "random": ((96, 64), 16, "s,m,l", PlannerConfig(context="random", context_seed=7)),
+    "random-exact": ((80, 48), 8, "s,m,l", PlannerConfig(context="random", sizing="exact", lowfreq_factor=None)),
 }
 
 

@@ -77,3 +77,32 @@ def test_decoder_starts_as_identity_and_never_touches_known_pixels(tmp_path):
     save_file({k: v.half().contiguous() for k, v in decoder.state_dict().items()}, tmp_path / ref.DECODER_FILE)
     loaded = ref.load_decoder(tmp_path)
     assert torch.allclose(loaded(image, hole), out, rtol=1e-2, atol=1e-2)  # float16 storage
+
+
+class _FirstInput(torch.nn.Module):
+    """Records the noisy tokens of the first step (pure noise at sigma 1) and predicts nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = None
+
+    def forward(self, hidden_states, return_dict=True, **kwargs):
+        if self.first is None:
+            self.first = hidden_states[..., :ref.LATENT_CHANNELS].clone()
+        return (torch.zeros(*hidden_states.shape[:2], ref.LATENT_CHANNELS),)
+
+
+def test_a_crop_sees_the_full_edits_noise():
+    from hilo_export.reference.pipeline import ReferenceInpaintPipeline
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    mask = np.zeros((48, 64), bool)
+    mask[10:30, 20:40] = True
+    full, crop = _FirstInput(), _FirstInput()
+    for model, args in ((full, (image, mask)), (crop, (image[8:40, 16:48], mask[8:40, 16:48]))):
+        pipe = ReferenceInpaintPipeline(model, FlowMatchEulerDiscreteScheduler(shift=1.0), None)
+        window = None if model is full else ((6, 8), 1, 2)  # token rows 1..4, cols 2..5 of the 6x8 grid
+        pipe(*args, steps=1, seed=5, progress=False, noise_window=window)
+    cropped = full.first.reshape(1, 6, 8, -1)[:, 1:5, 2:6].reshape(1, 16, -1)
+    assert torch.equal(crop.first, cropped)
