@@ -10,17 +10,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import stat
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..errors import HiLoError
-from ..files import atomic_path
+from ..files import atomic_path, confined, read_limited, regular_file
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 2  # 2: buckets carry kept_min and a min/opt/max profile (exact sizing)
 DIGEST = "manifest_sha256"  # catches edits: the engines were built for exactly this content
+# a manifest lists files and tensor shapes: a few hundred kilobytes even for a 12B model
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 class ManifestError(HiLoError, RuntimeError):
@@ -53,22 +54,9 @@ def entry_path(folder: Path, entry: dict[str, Any]) -> Path:
     """The file a manifest entry names, confined to ``folder``: a relative path that stays inside it
     once symlinks are resolved, naming a regular file (never a device like /dev/zero, a fifo or a folder)."""
     folder = Path(folder)
-    name = entry["path"]
-    relative = Path(name)
-    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-        raise ManifestError(f"{folder / MANIFEST} names {name!r}, outside its folder; rebuild the folder with hilo-export build")
-    path = folder / relative
-    try:
-        inside = path.resolve().is_relative_to(folder.resolve())
-        mode = os.stat(path).st_mode  # follows links: what would be read
-    except FileNotFoundError:
-        raise ManifestError(f"{path} is missing; rebuild the folder with hilo-export build") from None
-    except OSError as err:
-        raise ManifestError(f"cannot read {path} ({err.strerror}); check its permissions or rebuild the folder") from None
-    if not inside:
-        raise ManifestError(f"{path} links outside {folder}; engine files must be plain files inside the folder: rebuild it")
-    if not stat.S_ISREG(mode):
-        raise ManifestError(f"{path} is not a regular file; rebuild the folder with hilo-export build")
+    fix = "rebuild the folder with hilo-export build"
+    path = confined(folder, entry["path"], ManifestError, fix, where=folder / MANIFEST)
+    regular_file(path, ManifestError, "engine files must be plain files inside the folder: " + fix, inside=folder)
     return path
 
 
@@ -99,12 +87,22 @@ def files_intact(folder: Path, entries: list[dict[str, Any]]) -> bool:
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ManifestError(f"{folder} holds no {MANIFEST}: build it first (hilo-export build --model ... --out {folder})")
+    fix = "rebuild the folder with hilo-export build"
+    raw = read_limited(path, MAX_MANIFEST_BYTES, ManifestError, fix)
     try:
-        data = json.loads(path.read_text())
+        return _parse(raw, path)
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); {fix}") from None
     except json.JSONDecodeError as err:
-        raise ManifestError(f"{path} is not valid JSON ({err}); rebuild the folder with hilo-export build") from None
+        raise ManifestError(f"{path} is not valid JSON ({err}); {fix}") from None
+    except RecursionError:  # parsing, the digest and the schema check all recurse
+        raise ManifestError(f"{path} nests its JSON too deeply to be a manifest; {fix}") from None
+
+
+def _parse(raw: bytes, path: Path) -> dict[str, Any]:
+    data = json.loads(raw.decode("utf-8"))
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise ManifestError(
@@ -150,6 +148,8 @@ def check_structure(data: dict[str, Any], where: Path | str = MANIFEST) -> None:
 def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
     path = Path(folder) / MANIFEST
     data = {**data, DIGEST: _digest(data)}
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)  # a folder in the manifest's place (a rename cannot replace it): the name is ours
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
     return path
