@@ -143,6 +143,72 @@ def check_structure(data: dict[str, Any], where: Path | str = MANIFEST) -> None:
                                 f"tokens but its profile is {p}; rebuild the folder with hilo-export build")
     if "full" not in names or len(set(names)) != len(names):
         raise ManifestError(f"{where} is malformed: buckets {names} must be unique and include full; rebuild the folder")
+    for kind, graph in data["graphs"].items():
+        engines = len(graph["engine"]["files"])
+        if engines != (1 if data["backend"]["name"] == "trt" else 0):
+            raise ManifestError(f"{where} is malformed: a {data['backend']['name']} folder's {kind} graph lists {engines} "
+                                "engine files; rebuild the folder with hilo-export build")
+        keep = next((v for v in graph["inputs"] if v["name"] == "keep_indices"), None)
+        if keep is not None and keep["shape"][:1] != [data["batch"]]:
+            raise ManifestError(f"{where} is malformed: batch {data['batch']} but the {kind} graph takes "
+                                f"keep_indices of shape {keep['shape']}; rebuild the folder with hilo-export build")
+
+
+def check_graphs(folder: Path, data: dict[str, Any]) -> None:
+    """Check the ONNX files a manifest names against it, without their weights: each parses, takes and
+    gives what the manifest says, and reads external data only from its own files in the manifest,
+    within their bytes. Cheap (graph files are small), so every reader does it before using them."""
+    folder = Path(folder)
+    graphs = [(kind, graph["files"], graph) for kind, graph in data["graphs"].items()]
+    if "planner_model" in data:
+        graphs.append(("planner", data["planner_model"]["files"], data["planner_model"]))
+    for kind, (onnx_entry, *data_files), described in graphs:
+        path = entry_path(folder, onnx_entry)
+        proto = _load_graph(path)
+        got = ([value_info(v) for v in proto.graph.input], [value_info(v) for v in proto.graph.output])
+        if got != (described["inputs"], described["outputs"]):
+            raise ManifestError(f"{path} takes or gives other tensors than {folder / MANIFEST} lists for the {kind} graph "
+                                "(a file from another build?); rebuild the folder with hilo-export build")
+        _check_external(folder, path, proto, {entry["path"]: entry for entry in data_files})
+
+
+def _load_graph(path: Path):
+    import onnx
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and others: any means "not ONNX"
+        raise ManifestError(f"{path} is not an ONNX model ({type(err).__name__}); rebuild the folder with hilo-export build") from None
+
+
+def _check_external(folder: Path, path: Path, proto, files: dict[str, dict[str, Any]]) -> None:
+    import onnx
+
+    fix = "rebuild the folder with hilo-export build"
+    tensors = list(proto.graph.initializer)
+    tensors += [a.t for node in proto.graph.node for a in node.attribute if a.type == onnx.AttributeProto.TENSOR]
+    needed: dict[str, int] = {}
+    for tensor in tensors:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        if location not in files:
+            raise ManifestError(f"{path}: tensor {tensor.name} reads external data from {location!r}, which is not one of "
+                                f"this graph's files in {MANIFEST}; {fix}")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info["length"])
+        except (KeyError, ValueError):
+            raise ManifestError(f"{path}: tensor {tensor.name} has no valid offset and length of its external data; {fix}") from None
+        if offset < 0 or length < 0 or offset + length > files[location]["bytes"]:
+            raise ManifestError(f"{path}: tensor {tensor.name} reads bytes {offset}..{offset + length} of {location}, "
+                                f"which holds {files[location]['bytes']}; {fix}")
+        needed[location] = max(needed.get(location, 0), offset + length)
+    for location, end in needed.items():
+        target = entry_path(folder, files[location])
+        size = target.stat().st_size
+        if size < end:
+            raise ManifestError(f"{target} is {size} bytes, but its graphs read up to byte {end} (a truncated copy?); {fix}")
 
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
