@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HiLoError
-from ..folder.manifest import all_files, entry_path, read_manifest, value_info, verify_files
+from ..folder.manifest import all_files, check_graphs, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
 from ..planning.plan import LowFreqLayout
 from . import router as router_module
@@ -245,6 +245,7 @@ def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: i
     configs = model_configs(manifest, backend, max_batch)
     progress(f"checking {folder} against its manifest")
     verify_files(folder, all_files(manifest))  # each file once: the graphs share one weights file
+    check_graphs(folder, manifest)  # the graphs are the ones described, reading only their own files
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".partial", dir=out.parent))
