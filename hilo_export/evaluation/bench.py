@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import HiLoError
-from ..export.builder import BuildRequest, build
+from ..export import BuildRequest, build
 from ..model.loading import BUILTIN_CONFIGS, REFERENCE, text_len_for
 from ..planning.buckets import FULL, parse_buckets
 from ..planning.plan import PlannerConfig, TokenPlan

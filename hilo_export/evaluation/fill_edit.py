@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..export.builder import BuildRequest, build
+from ..export import BuildRequest, build
 from ..model.loading import ModelError, model_folder
 from ..reference.pipeline import EditResult
 from ..runtime.pipeline import apply
