@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import HiLoError
 from ..model.adapters import adapter_for
 from ..model.transformer import HiLoTransformer
 from ..planning.buckets import FULL
@@ -23,6 +24,10 @@ from .fill import FillPlanning, is_fill_pipeline
 from .runtime import HiLoRuntime, RuntimeInputError
 
 FILLS = ("zero", "lowfreq", "known")
+
+
+class PipelineStateError(HiLoError, RuntimeError):
+    """A HiLo transformer called before what it needs was set (a plan, known latents); the message says how."""
 
 
 class _PlannedStep(torch.nn.Module):
@@ -41,7 +46,7 @@ class _PlannedStep(torch.nn.Module):
     def __init__(self, out_channels: int, fill: str):
         super().__init__()
         if fill not in FILLS:
-            raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))}, got {fill!r}")
+            raise RuntimeInputError(f"fill must be one of {', '.join(map(repr, FILLS))}, got {fill!r}")
         self.fill = fill
         self.out_channels = out_channels
         self.plan: TokenPlan | None = None
@@ -49,7 +54,7 @@ class _PlannedStep(torch.nn.Module):
 
     def _plan_for_call(self) -> TokenPlan:
         if self.plan is None:
-            raise RuntimeError(
+            raise PipelineStateError(
                 "no plan for this call: call prepare(image, mask) on the pipeline's transformer before running it "
                 "(a FluxFillPipeline under apply plans by itself from image= and mask_image=)"
             )
@@ -62,7 +67,7 @@ class _PlannedStep(torch.nn.Module):
         if self.fill == "lowfreq":
             return None
         if self.known is None or timestep is None:
-            raise RuntimeError("fill='known' needs the known image's latents (apply sets them on a FluxFillPipeline)")
+            raise PipelineStateError("fill='known' needs the known image's latents (apply sets them on a FluxFillPipeline)")
         known = _rows(self.known, batch).to(hidden_states.dtype)
         sigma = timestep.reshape(-1, 1, 1).to(hidden_states.dtype)
         noisy = hidden_states[..., : self.out_channels]
@@ -103,7 +108,7 @@ class EngineTransformer(_PlannedStep):
     def forward(self, hidden_states: torch.Tensor, return_dict: bool = True, joint_attention_kwargs=None, **kwargs: Any):
         plan = self._plan_for_call()
         if joint_attention_kwargs:
-            raise ValueError("joint_attention_kwargs (e.g. LoRA scale) cannot change a built engine; fuse them before export")
+            raise RuntimeInputError("joint_attention_kwargs (e.g. LoRA scale) cannot change a built engine; fuse them before export")
         feeds = {name: kwargs[name] for name in self._inputs if name not in ("hidden_states", "keep_indices", "fill")
                  and kwargs.get(name) is not None}
         text, text_len = kwargs.get("encoder_hidden_states"), self.runtime.manifest["text_len"]
@@ -205,7 +210,7 @@ class Applied:
     @dense.setter
     def dense(self, value: bool) -> None:
         if self.planning is None:
-            raise ValueError("dense applies to pipelines planned by apply (FluxFillPipeline); call prepare(..., dense=True)")
+            raise RuntimeInputError("dense applies to pipelines planned by apply (FluxFillPipeline); call prepare(..., dense=True)")
         self.planning.dense = value
 
     def restore(self) -> None:
@@ -236,17 +241,25 @@ def apply(pipe: Any, runtime: HiLoRuntime | PlannedTransformer, fill: str | None
             image = pipe(prompt="a cup", image=photo, mask_image=mask, height=1024, width=1024).images[0]
         print(h.plan.bucket)
     """
-    stock = pipe.transformer
+    stock = getattr(pipe, "transformer", None)
+    if not isinstance(stock, torch.nn.Module) or not hasattr(stock, "config"):
+        raise RuntimeInputError(
+            f"apply needs a diffusers pipeline whose .transformer is its DiT (e.g. FluxFillPipeline); "
+            f"{type(pipe).__name__} has {'no transformer' if stock is None else f'a transformer of type {type(stock).__name__}'}"
+        )
+    if not isinstance(runtime, (HiLoRuntime, PlannedTransformer)):
+        raise RuntimeInputError(f"apply runs a HiLoRuntime (HiLoRuntime.load(folder)) or a PlannedTransformer; "
+                                f"got {type(runtime).__name__}")
     if isinstance(stock, _PlannedStep):
-        raise ValueError("this pipeline already runs HiLo; restore() it first")
+        raise RuntimeInputError("this pipeline already runs HiLo; restore() it first")
     fill_pipeline = is_fill_pipeline(pipe)
     if composite and not fill_pipeline:
-        raise ValueError(f"composite=True needs a FluxFillPipeline; {type(pipe).__name__} composites by itself or not at all")
+        raise RuntimeInputError(f"composite=True needs a FluxFillPipeline; {type(pipe).__name__} composites by itself or not at all")
     fill = fill or getattr(pipe, "hilo_fill", None) or ("known" if fill_pipeline else "lowfreq")
     if isinstance(runtime, PlannedTransformer):
         hilo = runtime
         if fill not in FILLS:
-            raise ValueError(f"fill must be one of {', '.join(map(repr, FILLS))}, got {fill!r}")
+            raise RuntimeInputError(f"fill must be one of {', '.join(map(repr, FILLS))}, got {fill!r}")
         hilo.fill = fill
     else:
         hilo = EngineTransformer(runtime, stock, fill)

@@ -101,6 +101,8 @@ class HiLoRuntime:
         return self._runner(self.buckets[name]["graph"]).run(name, feeds)
 
     def _bucket_for(self, plan: TokenPlan) -> dict[str, Any]:
+        if not isinstance(plan, TokenPlan):
+            raise RuntimeInputError(f"plan= must be a TokenPlan (plan = runtime.plan(image, mask)), got {type(plan).__name__}")
         if plan.grid != self.grid:
             raise RuntimeInputError(
                 f"the plan is for a {plan.grid[0]}x{plan.grid[1]} token grid, the engines for {self.grid[0]}x{self.grid[1]}; "
