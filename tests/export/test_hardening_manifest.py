@@ -54,7 +54,7 @@ def deep(path):
 
 
 def deep_object(path):
-    # within the JSON parser's reach, beyond what a manifest is: the schema check must not crash on it
+    # within the JSON parser's reach (a guard: this one was already refused, by its digest)
     text = path.read_text()
     depth = 700  # parses; the digest and schema check recurse deeper than that
     path.write_text(text.replace('"config": {', '"config": ' + '{"a": ' * depth + '{' + '}' * depth + ', "b": {', 1))
