@@ -127,14 +127,17 @@ def write_weights(source: WeightSource, weights: WeightsFile, progress: Callable
 
 def _check_finite(key: str, tensor: torch.Tensor, converted: bool = False) -> None:
     """A NaN or Inf weight would only show later as "graph differs from torch by nan": name it here."""
-    if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+    if not tensor.is_floating_point():
+        return
+    finite = torch.isfinite(tensor.float() if tensor.dtype.itemsize == 1 else tensor)  # no float8 kernel
+    if bool(finite.all()):
         return
     from .graph import ExportError
 
     if converted:
         raise ExportError(f"weight {key} holds values beyond {str(tensor.dtype).removeprefix('torch.')}'s range "
                           f"(it overflows to infinity); build with --precision bf16 or fp32")
-    bad = int((~torch.isfinite(tensor)).sum())
+    bad = int((~finite).sum())
     raise ExportError(f"weight {key} holds NaN or infinite values ({bad} of {tensor.numel()}); fix the checkpoint "
                       "(the model would compute NaN)")
 
