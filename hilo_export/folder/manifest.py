@@ -22,6 +22,9 @@ SCHEMA_VERSION = 2  # 2: buckets carry kept_min and a min/opt/max profile (exact
 DIGEST = "manifest_sha256"  # catches edits: the engines were built for exactly this content
 # a manifest lists files and tensor shapes: a few hundred kilobytes even for a 12B model
 MAX_MANIFEST_BYTES = 16 << 20
+# engine files each graph of a folder lists, by backend: ort runs the ONNX file itself, trt has one
+# plan, torch a spec file and its weights file (shared by the graphs)
+ENGINE_FILES = {"ort": 0, "trt": 1, "torch": 2}
 
 
 class ManifestError(HiLoError, RuntimeError):
@@ -145,7 +148,7 @@ def check_structure(data: dict[str, Any], where: Path | str = MANIFEST) -> None:
         raise ManifestError(f"{where} is malformed: buckets {names} must be unique and include full; rebuild the folder")
     for kind, graph in data["graphs"].items():
         engines = len(graph["engine"]["files"])
-        if engines != (1 if data["backend"]["name"] == "trt" else 0):
+        if engines != ENGINE_FILES.get(data["backend"]["name"], 0):
             raise ManifestError(f"{where} is malformed: a {data['backend']['name']} folder's {kind} graph lists {engines} "
                                 "engine files; rebuild the folder with hilo-export build")
         keep = next((v for v in graph["inputs"] if v["name"] == "keep_indices"), None)
