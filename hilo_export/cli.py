@@ -159,8 +159,8 @@ def _echo(message: str) -> None:
 def build(model_name, buckets, resolution, backend, precision, out_dir, token_size, batch, text_len, sizing, context,
           context_seed, plugins) -> None:
     """Export a DiT with HiLo ops and build one engine per bucket."""
-    from .export.builder import BuildRequest, parse_resolution
-    from .export.builder import build as run_build
+    from .export import BuildRequest, parse_resolution
+    from .export import build as run_build
 
     request = BuildRequest(
         model=model_name, buckets=buckets, resolution=parse_resolution(resolution), backend=backend, precision=precision,
@@ -319,7 +319,7 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
 def masks(out_dir, resolution, per_category, seed) -> None:
     """Write the seeded mask suite (the paper's mask ratios and shape mix) as PNGs."""
     from .evaluation.masks import write_suite
-    from .export.builder import parse_resolution
+    from .export import parse_resolution
 
     size = parse_resolution(resolution)
     summary = write_suite(out_dir, size, per_category, seed)

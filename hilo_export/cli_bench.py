@@ -67,7 +67,7 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
     from .evaluation.report import markdown
     from .evaluation.settings import BenchError
     from .evaluation.sweep import run_sweep, sweep_markdown
-    from .export.builder import parse_resolution
+    from .export import parse_resolution
 
     seed_list = _parse_seeds(seeds) if seeds is not None else None
     if model is not None and model not in BUILTIN_NAMES:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 @contextmanager
@@ -57,3 +58,69 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's live process
     return True
+
+
+# ------------------------------------------------------------------ reading input files safely
+
+
+def confined(folder: Path, name: Any, error: type[Exception], fix: str, where: Any = None) -> Path:
+    """``folder / name`` for a file name read from input (a manifest, an index, an ONNX graph):
+    a non-empty relative path without ``..``. Links are resolved by ``regular_file``, not here:
+    a hub cache snapshot links its files to blobs outside the snapshot folder."""
+    relative = Path(name) if isinstance(name, str) else None
+    if relative is None or not name or relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise error(f"{where or folder} names {name!r}, outside its folder; {fix}")
+    return Path(folder) / relative
+
+
+def regular_file(path: Path, error: type[Exception], fix: str, inside: Path | None = None) -> os.stat_result:
+    """The stat of ``path`` (links followed) when it is a regular file, else ``error``: a fifo would
+    block a reader forever, /dev/zero never ends, a folder is no file. ``inside``: the file must
+    also resolve into that folder (no link out of it)."""
+    try:
+        info = os.stat(path)
+        resolved = Path(path).resolve()
+    except FileNotFoundError:
+        raise error(f"{path} is missing; {fix}") from None
+    except OSError as err:
+        raise error(f"cannot read {path} ({err.strerror}); {fix}") from None
+    if inside is not None and not resolved.is_relative_to(Path(inside).resolve()):
+        raise error(f"{path} links outside {inside}; {fix}")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{path} is not a regular file ({_kind(info.st_mode)}); {fix}")
+    return info
+
+
+def read_limited(path: Path, limit: int, error: type[Exception], fix: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes. Opened without blocking and checked
+    on the open descriptor, so a fifo put in place after a check cannot hang the read either."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise error(f"{path} is missing; {fix}") from None
+    except OSError as err:
+        raise error(f"cannot read {path} ({err.strerror}); {fix}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise error(f"{path} is not a regular file ({_kind(info.st_mode)}); {fix}")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_size > limit:
+            raise error(f"{path} is {info.st_size} bytes, more than the {limit} bytes such a file may hold; {fix}")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{path} holds more than the {limit} bytes such a file may hold; {fix}")
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a fifo"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (leftovers of dead writers may be removed)."""
+    return _alive(pid)

@@ -2,7 +2,9 @@
 
 Pillow's ``convert("RGB")``/``convert("L")`` clips 16-bit and 32-bit pixels to 255 instead of
 scaling them (a 16-bit photo becomes almost white); here they are scaled to 8 bits, and data
-whose range cannot be known (float pixels outside [0, 1]) is refused with the fix. Pillow's
+whose range cannot be known (float pixels outside [0, 1], NaN) is refused with the fix. Masks
+of more than 8 bits holding 0 and one other value are label masks (0/1 included), and a mask
+with transparency may keep its mask in the alpha channel (``_alpha_mask``). Pillow's
 decompression-bomb guard stays on and becomes a clear error.
 """
 
@@ -46,20 +48,51 @@ def _read(path: str | Path, mode: str) -> np.ndarray:
 def _to_8bit(image, mode: str, path) -> np.ndarray:
     from PIL import Image
 
+    if mode == "L" and _has_alpha(image):
+        return _alpha_mask(image, path)
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
         # one-channel 16/32-bit integer or float pixels: scale, never clip
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ImageReadError(f"{path} holds NaN or infinite pixels; save it without them (8- or 16-bit, or floats in [0, 1])")
         if image.mode == "F":
-            if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+            if values.min() < 0 or values.max() > 1:
                 raise ImageReadError(
-                    f"{path} holds float pixels in [{np.nanmin(values):.3g}, {np.nanmax(values):.3g}]; "
+                    f"{path} holds float pixels in [{values.min():.3g}, {values.max():.3g}]; "
                     "only floats in [0, 1] have a known scale: save it as 8- or 16-bit, or as floats in [0, 1]"
                 )
             scaled = values * 255
         else:
             if values.min() < 0 or values.max() > 65535:
                 raise ImageReadError(f"{path} holds {image.mode} pixels outside 0-65535; save it as an 8- or 16-bit image")
+            if mode == "L" and _two_levels(values):
+                # a label mask (0 and one other value, 0/1 included): the other value marks the mask,
+                # whatever the bit depth (scaling 1/65535 to 8 bits would make it empty)
+                return np.where(values > 0, 255, 0).astype(np.uint8)
             scaled = values / 257  # 65535 -> 255, 257 -> 1: the 16-bit scale
         gray = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
         return np.asarray(gray.convert(mode))
     return np.asarray(image.convert(mode))
+
+
+def _two_levels(values: np.ndarray) -> bool:
+    levels = np.unique(values)
+    return len(levels) == 2 and levels[0] == 0
+
+
+def _has_alpha(image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+
+
+def _alpha_mask(image, path) -> np.ndarray:
+    """A mask with transparency. Opaque everywhere: its gray levels are the mask, as usual. A uniform
+    colour with varying alpha (a brush stroke on a transparent layer): the alpha is the mask. Both
+    varying: the colour where it is painted, nothing where it is transparent (composited on black)."""
+    rgba = np.asarray(image.convert("RGBA"))
+    alpha = rgba[..., 3]
+    gray = np.asarray(image.convert("RGB").convert("L"))
+    if alpha.min() == 255:
+        return gray
+    if gray.min() == gray.max():
+        return alpha.copy()
+    return (gray.astype(np.uint16) * alpha // 255).astype(np.uint8)

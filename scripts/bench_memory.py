@@ -86,8 +86,7 @@ def main() -> None:
         print(json.dumps(serve(Path(args.child[0]), args.child[1], args.rotations)))
         return
 
-    from hilo_export.export import BuildRequest, build, parse_resolution
-    from hilo_export.export.builder import default_out_dir
+    from hilo_export.export import BuildRequest, build, default_out_dir, parse_resolution
     from hilo_export.folder.manifest import read_manifest
 
     resolution = parse_resolution(args.resolution)

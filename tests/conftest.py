@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,29 @@ def fill_inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros((FILL_SIZE, FILL_SIZE), np.uint8)
     mask[72:96, 80:104] = 255
     return image, mask
+
+
+def resign(folder: Path, change=None) -> dict:
+    """Re-sign a folder as anyone can: every file entry's sha256 and size recomputed from the files as
+    they are now, ``change(data)`` applied to the manifest, its digest recomputed. Returns the data."""
+    from hilo_export.folder.manifest import DIGEST, read_manifest, sha256_file, write_manifest
+
+    manifest = json.loads((Path(folder) / "manifest.json").read_text()) if change is None else read_manifest(folder)
+    data = {k: v for k, v in manifest.items() if k != DIGEST}
+    if change is not None:
+        change(data)
+
+    def fix(entries):
+        for entry in entries:
+            path = Path(folder) / entry["path"]
+            if path.is_file():
+                entry.update(sha256=sha256_file(path), bytes=path.stat().st_size)
+    for graph in data["graphs"].values():
+        fix(graph["files"])
+        fix(graph["engine"]["files"])
+    for bucket in data["buckets"]:
+        fix(bucket["files"])
+    fix(data.get("planner_model", {}).get("files", []))
+    fix(data["weights"]["files"])
+    write_manifest(folder, data)
+    return data

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import HiLoError
-from ..export.builder import BuildRequest, build, default_out_dir
+from ..export import BuildRequest, build, default_out_dir
 from ..model.loading import REFERENCE
 from ..planning.picture import selection_picture
 from ..planning.plan import PlannerConfig

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..export.builder import BuildRequest, build
+from ..export import BuildRequest, build
 from ..model.loading import ModelError, accelerate_available, model_folder, quiet_loading
 from ..reference.pipeline import EditResult
 from ..runtime.pipeline import apply

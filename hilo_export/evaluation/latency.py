@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..export.builder import BuildRequest, build
+from ..export import BuildRequest, build
 from ..planning.buckets import FULL
 from ..planning.plan import TokenPlan
 from .masks import CATEGORY_RATIOS, SuiteMask, mask_suite

@@ -6,10 +6,12 @@ Imports ``planning``, ``model`` and ``folder``; nothing model-specific lives her
 adapters').
 """
 
-from .builder import BuildError, BuildRequest, build, parse_resolution
+from .builder import build
 from .graph import PRECISIONS, EngineGraph, ExportError, GraphSpec, export_graph, relative_error
+from .request import BuildError, BuildRequest, default_out_dir, parse_resolution
 
 __all__ = [
-    "PRECISIONS", "BuildError", "BuildRequest", "EngineGraph", "ExportError", "GraphSpec", "build", "export_graph",
+    "PRECISIONS", "BuildError", "BuildRequest", "EngineGraph", "ExportError", "GraphSpec", "build", "default_out_dir",
+    "export_graph",
     "parse_resolution", "relative_error",
 ]

@@ -108,8 +108,10 @@ def write_weights(source: WeightSource, weights: WeightsFile, progress: Callable
         position = 0
         for key, place in sorted(weights.layout.items(), key=lambda item: item[1].offset):
             tensor = source.tensor(key)
+            _check_finite(key, tensor)
             if tensor.dtype != place.dtype:
                 tensor = tensor.to(place.dtype)
+                _check_finite(key, tensor, converted=True)
             if place.transposed:
                 tensor = tensor.t()
             data = memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
@@ -126,6 +128,21 @@ def write_weights(source: WeightSource, weights: WeightsFile, progress: Callable
         out.flush()
         os.fsync(out.fileno())
     return digest.hexdigest()
+
+
+def _check_finite(key: str, tensor: torch.Tensor, converted: bool = False) -> None:
+    """A NaN or Inf weight would only show later as "graph differs from torch by nan": name it here."""
+    if not tensor.is_floating_point():
+        return
+    finite = torch.isfinite(tensor.float() if tensor.dtype.itemsize == 1 else tensor)  # no float8 kernel
+    if bool(finite.all()):
+        return
+    if converted:
+        raise ExportError(f"weight {key} holds values beyond {str(tensor.dtype).removeprefix('torch.')}'s range "
+                          f"(it overflows to infinity); build with --precision bf16 or fp32")
+    bad = int((~finite).sum())
+    raise ExportError(f"weight {key} holds NaN or infinite values ({bad} of {tensor.numel()}); fix the checkpoint "
+                      "(the model would compute NaN)")
 
 
 def attach(model, weights: WeightsFile, constants: dict[str, torch.Tensor], base_dir: Path) -> None:

@@ -166,8 +166,9 @@ def _elem_types(graph) -> dict[str, int]:
 
 def check_folder(folder: Path, version: str = TENSORRT_VERSION) -> dict[str, list[Rejection]]:
     """Every graph of a built folder (from its manifest): graph kind -> rejections."""
-    from ..folder.manifest import entry_path, read_manifest
+    from ..folder.manifest import check_graphs, entry_path, read_manifest
 
     manifest = read_manifest(folder)
+    check_graphs(Path(folder), manifest)  # each file parses and is the graph the manifest describes
     table = support_table(version)
     return {kind: check_graph(entry_path(Path(folder), graph["files"][0]), table) for kind, graph in manifest["graphs"].items()}

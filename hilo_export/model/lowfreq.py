@@ -20,6 +20,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from ..files import regular_file
 from .configs import ModelError
 
 LOWFREQ_FILE = "hilo_lowfreq.safetensors"
@@ -80,12 +81,18 @@ def add_lowfreq(model: torch.nn.Module) -> LowFreqPatchEmbed:
 def install(model: torch.nn.Module, folder: Path) -> bool:
     """Load ``folder``'s learned low-frequency embedding into ``model``, if the folder has one."""
     path = Path(folder) / LOWFREQ_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return False
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    fix = "re-run hilo-export distill, or remove it to use the stock embedding"
+    regular_file(path, ModelError, f"the learned low-frequency embedding must be a plain safetensors file: {fix}")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"{path} is not a readable safetensors file ({err}); {fix}") from None
     module = add_lowfreq(model)
-    tensors = load_file(path)
     expected = {PREFIX + "weight": tuple(module.lowfreq_delta.weight.shape), PREFIX + "bias": tuple(module.lowfreq_delta.bias.shape)}
     found = {key: tuple(t.shape) for key, t in tensors.items()}
     if found != expected:

@@ -13,11 +13,13 @@ purpose: this module imports only ``configs``.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from ..files import confined, read_limited, regular_file
 from .configs import ModelError, tensors_sha256, transformer_class
 from .lowfreq import LOWFREQ_FILE
 from .lowfreq import PREFIX as LOWFREQ_PREFIX
@@ -59,23 +61,25 @@ class ShardedWeights:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         index = self.folder / INDEX_FILE
-        if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ModelError(f"{index} is not a safetensors index (no weight_map: {err}); re-save the model") from None
-            self._shard_of = {key: self.folder / name for key, name in weight_map.items()}
-        elif (self.folder / SINGLE_FILE).exists():
+        fix = "re-save the model (save_pretrained) or copy the whole model folder again"
+        if index.exists() or index.is_symlink():
+            weight_map = _weight_map(index, fix)
+            # names stay inside the folder; links may lead out of it (a hub cache snapshot links to its blobs)
+            self._shard_of = {key: confined(self.folder, name, ModelError, fix, where=index) for key, name in weight_map.items()}
+        elif (self.folder / SINGLE_FILE).exists() or (self.folder / SINGLE_FILE).is_symlink():
             self._shard_of = None
         else:
             raise ModelError(
                 f"{self.folder} holds no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}); "
                 "save the model with save_pretrained(..., safe_serialization=True)"
             )
+        for path in self.files:  # before any is opened: a fifo would block, /dev/zero never end
+            regular_file(path, ModelError, f"weights must be plain safetensors files: {fix}")
         self._entries = self._read_headers()
         # a distilled model's learned low-frequency embedding: one more file, with its own keys
         self._extra = self.folder / LOWFREQ_FILE
-        if self._extra.exists():
+        if self._extra.exists() or self._extra.is_symlink():
+            regular_file(self._extra, ModelError, f"weights must be plain safetensors files: {fix}")
             self._entries.update(self._headers(self._extra))
 
     @property
@@ -83,11 +87,8 @@ class ShardedWeights:
         return sorted(set(self._shard_of.values())) if self._shard_of else [self.folder / SINGLE_FILE]
 
     def _read_headers(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-
         entries = {}
         for path in self.files:
-            if not path.exists():
-                raise ModelError(f"{path} is missing (named in {INDEX_FILE}); copy the whole model folder")
             entries.update(self._headers(path))
         if self._shard_of is not None:
             missing = sorted(set(self._shard_of) - set(entries))
@@ -97,22 +98,22 @@ class ShardedWeights:
 
     @staticmethod
     def _headers(path: Path) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return {key: (_TORCH_DTYPES[f.get_slice(key).get_dtype()], tuple(f.get_slice(key).get_shape())) for key in f.keys()}
+        entries = {}
+        with _opened(path) as f:
+            for key in f.keys():
+                sliced = f.get_slice(key)
+                entries[key] = (_torch_dtype(sliced.get_dtype(), key, path), tuple(sliced.get_shape()))
+        return entries
 
     def entries(self) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
         return dict(self._entries)
 
     def tensor(self, key: str) -> torch.Tensor:
-        from safetensors import safe_open
-
         if key.startswith(LOWFREQ_PREFIX) and self._extra.exists():
             path = self._extra
         else:
             path = self._shard_of[key] if self._shard_of else self.folder / SINGLE_FILE
-        with safe_open(path, framework="pt") as f:
+        with _opened(path) as f:
             return f.get_tensor(key).clone()  # clone: own storage, not a view of the mapping
 
     def sha256(self, keys: list[str]) -> str:
@@ -120,10 +121,48 @@ class ShardedWeights:
         return tensors_sha256((key, self.tensor(key)) for key in keys)
 
 
+# safetensors dtypes the exporter reads; floating ones are converted to the build precision (FP8
+# checkpoints included). Others (F4, F6_*, F8_E8M0 scales, complex, wide unsigned) are refused by name.
 _TORCH_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E5M2FNUZ": torch.float8_e5m2fnuz,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
+MAX_INDEX_BYTES = 64 << 20  # an index maps tensor names to shard names: megabytes even for the largest models
+
+
+def _weight_map(index: Path, fix: str) -> dict[str, str]:
+    raw = read_limited(index, MAX_INDEX_BYTES, ModelError, fix)
+    try:
+        weight_map = json.loads(raw.decode("utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError) as err:
+        raise ModelError(f"{index} is not a safetensors index (no weight_map: {type(err).__name__}); {fix}") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise ModelError(f"{index} is not a safetensors index (weight_map must map tensor names to file names); {fix}")
+    return weight_map
+
+
+@contextmanager
+def _opened(path: Path):
+    """``safe_open`` with its errors (a truncated file, a bad header, offsets past the end) named by file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            yield f
+    except SafetensorError as err:
+        raise ModelError(f"{path} is not a readable safetensors file ({err}); re-save or re-download it") from None
+    except OSError as err:
+        raise ModelError(f"cannot read {path} ({err.strerror or err}); re-save or re-download it") from None
+
+
+def _torch_dtype(name: str, key: str, path: Path) -> torch.dtype:
+    dtype = _TORCH_DTYPES.get(name)
+    if dtype is None:
+        raise ModelError(f"{path} stores tensor {key} as {name}, which hilo-export cannot convert (it reads "
+                         f"{', '.join(_TORCH_DTYPES)}); save the weights in bf16, fp16 or fp32")
+    return dtype
 
 
 def meta_model(folder: Path) -> torch.nn.Module:
@@ -163,6 +202,11 @@ def check_covers(model: torch.nn.Module, source: WeightSource, where: str) -> No
     if missing:
         raise ModelError(f"the weights in {where} lack {len(missing)} tensors of the model, e.g. {missing[:3]}; "
                          "is config.json the one these weights were saved with?")
+    unused = sorted(set(entries) - set(expected))
+    if unused:
+        # a config that builds a smaller model (num_layers: -3 builds none) would drop them silently
+        raise ModelError(f"the weights in {where} hold {len(unused)} tensors the model of config.json does not use, "
+                         f"e.g. {unused[:3]}; is config.json the one these weights were saved with?")
     wrong = [f"{k}: {entries[k][1]} != {v}" for k, v in expected.items() if tuple(entries[k][1]) != v]
     if wrong:
         raise ModelError(f"the weights in {where} do not fit config.json: {wrong[:3]}")

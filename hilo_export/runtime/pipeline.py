@@ -244,7 +244,15 @@ def apply(pipe: Any, runtime: HiLoRuntime | PlannedTransformer, fill: str | None
             image = pipe(prompt="a cup", image=photo, mask_image=mask, height=1024, width=1024).images[0]
         print(h.plan.bucket)
     """
-    stock = pipe.transformer
+    stock = getattr(pipe, "transformer", None)
+    if not isinstance(stock, torch.nn.Module) or not hasattr(stock, "config"):
+        raise RuntimeInputError(
+            f"apply needs a diffusers pipeline whose .transformer is its DiT (e.g. FluxFillPipeline); "
+            f"{type(pipe).__name__} has {'no transformer' if stock is None else f'a transformer of type {type(stock).__name__}'}"
+        )
+    if not isinstance(runtime, (HiLoRuntime, PlannedTransformer)):
+        raise RuntimeInputError(f"apply runs a HiLoRuntime (HiLoRuntime.load(folder)) or a PlannedTransformer; "
+                                f"got {type(runtime).__name__}")
     if isinstance(stock, _PlannedStep):
         raise RuntimeInputError("this pipeline already runs HiLo; restore() it first")
     fill_pipeline = is_fill_pipeline(pipe)

@@ -19,7 +19,7 @@ import torch
 from ..errors import HiLoError
 from ..folder.backends import TORCH_DTYPES, Backend, Profile, Runner, get_backend
 from ..folder.dtypes import from_numpy
-from ..folder.manifest import ManifestError, all_files, read_manifest, read_verified, verify_files
+from ..folder.manifest import ManifestError, all_files, check_graphs, read_manifest, read_verified, verify_files
 from ..model.engine import ENGINE_INPUTS, engine_module
 from ..planning.buckets import FULL
 from ..planning.plan import PlannerConfig, TokenPlan, plan_tokens
@@ -46,7 +46,6 @@ class HiLoRuntime:
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         self._verify = True  # engine bytes are checked against the manifest when read (load(verify=False): not)
-        self._rechecked: set[str] = set()  # files checked again when their first engine was made
         self._keep: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None  # the last plan's keep list, on the device
 
     @classmethod
@@ -54,6 +53,7 @@ class HiLoRuntime:
         """Read ``manifest.json`` and check every file against its sha256 (``verify=False`` skips that)."""
         folder = Path(folder)
         manifest = read_manifest(folder)
+        check_graphs(folder, manifest)  # also unverified: where external data may be read from
         if verify:
             verify_files(folder, all_files(manifest))
         runtime = cls(folder, manifest, backend)
@@ -106,7 +106,7 @@ class HiLoRuntime:
             feeds["fill"] = _tensor(fill, fill_spec, "fill", device)
         if "use_fill" in expected:  # graphs with low-frequency tokens fill from them unless told otherwise
             feeds["use_fill"] = torch.full((1,), fill is not None, dtype=torch.bool, device=device)  # no host copy
-        output = runner.run(bucket["name"], feeds)["output"]
+        output = self.run_bucket(bucket["name"], feeds)["output"]  # through run_bucket: bench counts its calls
         like = inputs.get("hidden_states")
         if isinstance(like, torch.Tensor):
             return output.to(like.device, like.dtype)
@@ -133,6 +133,8 @@ class HiLoRuntime:
         return self._runner(self.buckets[name]["graph"]).run(name, feeds)
 
     def _bucket_for(self, plan: TokenPlan) -> dict[str, Any]:
+        if not isinstance(plan, TokenPlan):
+            raise RuntimeInputError(f"plan= must be a TokenPlan (plan = runtime.plan(image, mask)), got {type(plan).__name__}")
         if plan.grid != self.grid:
             raise RuntimeInputError(
                 f"the plan is for a {plan.grid[0]}x{plan.grid[1]} token grid, the engines for {self.grid[0]}x{self.grid[1]}; "
@@ -182,20 +184,18 @@ class HiLoRuntime:
             return self._runners[kind]
 
     def _reader(self, graph: dict[str, Any]):
-        """Engines are loaded lazily, long after load() checked the files: hand the backend bytes that
-        are checked against the manifest once read, so a file changed in between is caught (not run).
-        External weights are read by ONNX Runtime itself; they are checked again just before the first
-        engine that reads them is made (the graphs share one weights file: it is hashed once here)."""
+        """Engines are loaded lazily, long after load() checked the files: hand the backend a reader whose
+        bytes are checked against the manifest once read, so a file changed in between is caught, not run.
+        The ort backend reads the graph and its shared weights through it and keeps the checked bytes."""
         if not self._verify:
             return None
         entries = {self.folder / f["path"]: f for f in graph["files"] + graph["engine"]["files"]}
-        if len(graph["files"]) > 1 and not graph["engine"]["files"]:
-            verify_files(self.folder, [f for f in graph["files"] if f["path"] not in self._rechecked])
-            self._rechecked.update(f["path"] for f in graph["files"])
-            return None
 
         def read(path: Path) -> bytes:
-            return read_verified(self.folder, entries[path])
+            if Path(path) not in entries:
+                raise ManifestError(f"{path} is not one of the files {self.folder / 'manifest.json'} lists for this graph; "
+                                    "rebuild the folder with hilo-export build")
+            return read_verified(self.folder, entries[Path(path)])
         return read
 
 

@@ -27,188 +27,31 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import HiLoError, install_hint
-from ..folder.backends import BACKENDS
-from ..folder.manifest import all_files, entry_path, read_manifest, value_info, verify_files
+from ..files import glob_escape
+from ..folder.manifest import all_files, check_graphs, entry_path, read_manifest, value_info, verify_files
 from ..planning.buckets import FULL
 from . import router as router_module
+from .configs import (
+    INSTALL_HINT,
+    PLANNER,
+    STEP,
+    VERSION,
+    TritonRepoError,
+    dit_model,
+    model_configs,
+    planner_entry,
+    routing,
+    step_io,
+    tensor_config,
+    to_pbtxt,
+)
 
 log = logging.getLogger(__name__)
-
-PLANNER = "planner"
-STEP = "hilo_edit_step"
-VERSION = "1"
-ENGINE_ONLY_INPUTS = ("keep_indices", "fill", "use_fill")
-_DTYPES = {
-    "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
-}
-_INSTALL_HINT = install_hint("serving")
-
-
-class TritonRepoError(HiLoError, ValueError):
-    """A repository that cannot be written or does not validate; the message says how to fix it."""
-
-
-def dit_model(kind: str) -> str:
-    return f"dit_{kind}"
-
-
-class _Enum(str):
-    """A protobuf enum value: written bare in text format."""
-
-
-# ------------------------------------------------------------------ configs as plain data
-
-
-def model_configs(manifest: dict[str, Any], backend: str, max_batch: int = 0) -> dict[str, dict[str, Any]]:
-    """Every model's config (``config.pbtxt`` content as a dict) for a built folder's manifest."""
-    if backend not in BACKENDS:
-        raise TritonRepoError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)} "
-                              "(ort: onnxruntime models, trt: tensorrt_plan models)")
-    if max_batch < 0:
-        raise TritonRepoError(f"--max-batch must be 0 (no batching) or more, got {max_batch}")
-    planner = _planner_entry(manifest)
-    configs = {
-        PLANNER: {
-            "name": PLANNER,
-            "backend": "onnxruntime",
-            "max_batch_size": 0,
-            "input": [_tensor(v) for v in planner["inputs"]],
-            "output": [_tensor(v) for v in planner["outputs"]],
-            "instance_group": [{"count": 1, "kind": _Enum("KIND_CPU")}],
-        }
-    }
-    for kind, graph in manifest["graphs"].items():
-        name = dit_model(kind)
-        config: dict[str, Any] = {"name": name}
-        if backend == "ort":
-            # KIND_AUTO: on a GPU when the container's ONNX Runtime has one, else on the CPU
-            config.update(backend="onnxruntime", max_batch_size=0)
-            group = {"count": 1, "kind": _Enum("KIND_AUTO")}
-        else:
-            config.update(platform="tensorrt_plan", max_batch_size=0)
-            profiles = [str(i) for i in range(len(graph["engine"]["profiles"]))]
-            group = {"count": 1, "kind": _Enum("KIND_GPU"), "profile": profiles}
-        config["input"] = [_tensor(v) for v in graph["inputs"]]
-        config["output"] = [_tensor(v) for v in graph["outputs"]]
-        config["instance_group"] = [group]
-        configs[name] = config
-    configs[STEP] = _step_config(manifest, max_batch)
-    return configs
-
-
-def _step_config(manifest: dict[str, Any], max_batch: int) -> dict[str, Any]:
-    spec = step_io(manifest)
-    config = {
-        "name": STEP,
-        "backend": "python",
-        "max_batch_size": max_batch,
-        "input": [_tensor(v, optional=v.get("optional", False)) for v in spec["inputs"]],
-        "output": [_tensor(v) for v in spec["outputs"]],
-        "instance_group": [{"count": 1, "kind": _Enum("KIND_CPU")}],
-    }
-    if max_batch:
-        config["dynamic_batching"] = {}
-    return config
-
-
-def step_io(manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Inputs and outputs of ``hilo_edit_step``: the engines' full-grid inputs, image, mask, optional fill."""
-    planner = _planner_entry(manifest)
-    full = next(b for b in manifest["buckets"] if b["name"] == FULL)
-    inputs = [v for v in full["inputs"] if v["name"] not in ENGINE_ONLY_INPUTS]
-    clash = {v["name"] for v in inputs} & {router_module.IMAGE, router_module.MASK}
-    if clash:
-        raise TritonRepoError(f"the engines have inputs named {sorted(clash)}, which hilo_edit_step uses for the planner")
-    fill = next(v for v in full["inputs"] if v["name"] == router_module.FILL)
-    output = next(v for v in full["outputs"] if v["name"] == router_module.OUTPUT)
-    return {
-        "inputs": [*inputs, *planner["inputs"], {**fill, "optional": True}],
-        "outputs": [output, {"name": router_module.BUCKET, "dtype": "int64", "shape": [1]}],
-    }
-
-
-def routing(manifest: dict[str, Any]) -> dict[str, Any]:
-    """What router.py needs to know about the folder (written as routing.json)."""
-    spec = step_io(manifest)
-    width, height = manifest["resolution"]
-    full_grid = [v for v in spec["inputs"] if v["name"] not in (router_module.IMAGE, router_module.MASK, router_module.FILL)]
-    fill = next(v for v in spec["inputs"] if v["name"] == router_module.FILL)
-    for bucket in manifest["buckets"]:  # the full-grid inputs are the same for every bucket
-        same = [v for v in bucket["inputs"] if v["name"] not in ENGINE_ONLY_INPUTS]
-        if same != full_grid:
-            raise TritonRepoError(f"bucket {bucket['name']} takes other full-grid inputs than full; rebuild the folder")
-    return {
-        "format": router_module.ROUTING_FORMAT,
-        "image_size": [height, width],
-        "batch": manifest["batch"],
-        "planner": PLANNER,
-        "inputs": full_grid,
-        "fill": {k: v for k, v in fill.items() if k != "optional"},
-        "buckets": [
-            {
-                "name": b["name"],
-                "model": dit_model(b["graph"]),
-                "kept": b["kept"],
-                "kept_min": b["kept_min"],
-                "use_fill": any(v["name"] == router_module.USE_FILL for v in b["inputs"]),
-            }
-            for b in manifest["buckets"]
-        ],
-    }
-
-
-def _planner_entry(manifest: dict[str, Any]) -> dict[str, Any]:
-    planner = manifest.get("planner_model")
-    if planner is None:
-        raise TritonRepoError(
-            "this folder has no ONNX planner (it was built before hilo-export wrote one); "
-            "run hilo-export build again with the same options to add it"
-        )
-    return planner
-
-
-def _tensor(value: dict[str, Any], optional: bool = False) -> dict[str, Any]:
-    dtype = _DTYPES.get(value["dtype"])
-    if dtype is None:
-        raise TritonRepoError(f"{value['name']}: Triton has no data type for {value['dtype']}")
-    entry = {"name": value["name"], "data_type": _Enum(dtype), "dims": [d if isinstance(d, int) else -1 for d in value["shape"]]}
-    if optional:
-        entry["optional"] = True
-    return entry
-
-
-def to_pbtxt(config: dict[str, Any], indent: int = 0) -> str:
-    """Protobuf text format of a config dict (enums as _Enum, repeated messages as lists of dicts)."""
-    pad = "  " * indent
-    lines = []
-    for key, value in config.items():
-        if isinstance(value, dict):
-            lines += [f"{pad}{key} {{", to_pbtxt(value, indent + 1), f"{pad}}}"] if value else [f"{pad}{key} {{ }}"]
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            blocks = [f"{pad}  {{\n{to_pbtxt(item, indent + 2)}\n{pad}  }}" for item in value]
-            lines.append(f"{pad}{key} [\n" + ",\n".join(blocks) + f"\n{pad}]")
-        elif isinstance(value, list):
-            lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
-        else:
-            lines.append(f"{pad}{key}: {_scalar(value)}")
-    return "\n".join(line for line in lines if line)
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, _Enum):
-        return str(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return str(value)
-
 
 # ------------------------------------------------------------------ writing
 
@@ -219,9 +62,13 @@ def write_repository(folder: Path, out: Path, backend: str | None = None, max_ba
 
     Nothing is written outside ``out`` (and its staging folder beside it): every file the manifest
     names is confined to ``folder`` and keeps its name relative to its model version folder."""
-    folder, out = Path(folder), Path(out)
+    # absolute: "--out ." has no name to stage beside, and the checks below compare real locations
+    folder, out = Path(folder).resolve(), Path(out).resolve()
     try:
-        return _write_repository(folder, out, backend, max_batch, force, progress)
+        _check_out(folder, out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(out):
+            return _write_repository(folder, out, backend, max_batch, force, progress)
     except OSError as err:
         where = err.filename or out
         raise TritonRepoError(f"cannot write the repository at {out} ({err.strerror}: {where}); choose a writable --out") from None
@@ -237,13 +84,15 @@ def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: i
             f"{folder} holds {manifest['backend']['name']} engines, no TensorRT ones: build them on the serving GPU "
             "(hilo-export build --backend trt, with the TensorRT of your Triton container), or use --backend ort"
         )
-    if out.exists() and any(out.iterdir()) and not force:
-        raise TritonRepoError(f"{out} exists and is not empty; choose another --out, or pass --force to replace it")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise TritonRepoError(f"{out} exists and is not empty; choose another --out, or pass --force to replace it")
+        _check_ours(out)
     configs = model_configs(manifest, backend, max_batch)
     progress(f"checking {folder} against its manifest")
     verify_files(folder, all_files(manifest))  # each file once: the graphs share one weights file
+    check_graphs(folder, manifest)  # the graphs are the ones described, reading only their own files
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".partial", dir=out.parent))
     try:
         _link(entry_path(folder, manifest["planner_model"]["files"][0]), staging / PLANNER / VERSION / "model.onnx")
@@ -272,6 +121,47 @@ def _write_repository(folder: Path, out: Path, backend: str | None, max_batch: i
         raise
     progress(f"wrote {out}: {', '.join(sorted(configs))}")
     return out
+
+
+def _check_out(folder: Path, out: Path) -> None:
+    """--out must be apart from the engine folder: replacing it (--force) would delete the engines."""
+    if out == folder or out.is_relative_to(folder) or folder.is_relative_to(out):
+        relation = "is" if out == folder else "is inside" if out.is_relative_to(folder) else "contains"
+        raise TritonRepoError(f"--out {out} {relation} the engine folder {folder}; choose a folder outside it "
+                              "(the repository links the engine files, it does not need to sit beside them)")
+
+
+def _check_ours(out: Path) -> None:
+    """--force replaces only what this command writes (nothing but its model folders): never a folder
+    that holds anything else."""
+    ours = {PLANNER, STEP, *(dit_model(kind) for kind in ("hilo", FULL))}
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ours or not p.is_dir())
+    if foreign:
+        raise TritonRepoError(f"{out} holds files hilo-export triton did not write ({', '.join(foreign[:3])}); --force "
+                              "replaces only a repository it wrote: choose another --out, or empty it yourself")
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One triton run per folder of repositories at a time (a lock on --out's parent folder itself: no
+    lock file is left behind); under it, staging folders beside --out are leftovers of killed runs
+    (they may hold full copies of the weights when hard links failed): removed."""
+    import fcntl
+
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TritonRepoError(f"another hilo-export triton is writing in {out.parent}; wait for it to finish, "
+                                  "or choose an --out elsewhere") from None
+        for leftover in out.parent.glob(f".{glob_escape(out.name)}-*"):
+            if leftover.is_dir() and leftover.suffix in (".partial", ".old") and not leftover.is_symlink():
+                log.info("removing %s, left by a killed hilo-export triton", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _link(source: Path, target: Path) -> None:
@@ -310,7 +200,7 @@ def parse_config(path: Path):
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except (ImportError, RuntimeError) as err:  # tritonclient without grpc raises RuntimeError
-        raise TritonRepoError(f"validating Triton configs needs tritonclient's model_config_pb2: {_INSTALL_HINT}") from err
+        raise TritonRepoError(f"validating Triton configs needs tritonclient's model_config_pb2: {INSTALL_HINT}") from err
     try:
         return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     except text_format.ParseError as err:
@@ -327,7 +217,7 @@ def validate_repository(repo: Path, manifest: dict[str, Any], backend: str) -> l
     found = {p.name for p in repo.iterdir() if p.is_dir()}
     if found != expected:
         raise TritonRepoError(f"{repo} holds models {sorted(found)}, expected {sorted(expected)}")
-    planner = _planner_entry(manifest)
+    planner = planner_entry(manifest)
     for name in sorted(expected):
         config = parse_config(repo / name / "config.pbtxt")
         where = f"{repo / name / 'config.pbtxt'}"
@@ -380,7 +270,7 @@ def _same_io(where: str, config, inputs: list[dict[str, Any]], outputs: list[dic
         ]
 
     def wanted(values) -> list[tuple]:
-        return [(t["name"], t["data_type"], t["dims"], t.get("optional", False)) for t in (_tensor(v, v.get("optional", False)) for v in values)]
+        return [(t["name"], t["data_type"], t["dims"], t.get("optional", False)) for t in (tensor_config(v, v.get("optional", False)) for v in values)]
 
     for kind, got, want in (("input", config.input, inputs), ("output", config.output, outputs)):
         if described(got) != wanted(want):

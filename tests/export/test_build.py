@@ -4,7 +4,7 @@ import onnx
 import pytest
 from conftest import BUILD_RESOLUTION, BUILT_PLANNER
 
-from hilo_export.export import BuildError, BuildRequest, build, parse_resolution
+from hilo_export.export import BuildError, BuildRequest, build, cache, parse_resolution, workspace
 from hilo_export.export import builder as build_module
 from hilo_export.folder.manifest import SCHEMA_VERSION, read_manifest, sha256_file
 from hilo_export.model import PLUGIN_ATTRIBUTES, ModelError, load_model
@@ -81,7 +81,7 @@ def test_second_build_rebuilds_nothing(built_copy, monkeypatch):
     assert sum("up to date" in m for m in messages) == 5  # the weights, two graphs, the ONNX planner and the folder
     after = {p.name: p.stat().st_mtime_ns for p in built_copy.iterdir()}
     def unchanged(files):
-        return {k: v for k, v in files.items() if k != build_module.LOCK}
+        return {k: v for k, v in files.items() if k != workspace.LOCK}
     assert unchanged(after) == unchanged(before)  # the manifest too
 
 
@@ -158,7 +158,7 @@ def test_a_lost_graph_is_exported_again_and_the_weights_are_reused(built_copy):
     build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=messages.append)
     assert read_manifest(built_copy)["graphs"]["hilo"]["files"] == hilo  # the same bytes again
     assert weights.stat().st_mtime_ns == written and any("weights: up to date" in x for x in messages)
-    assert not [p for p in built_copy.iterdir() if p.name.startswith(".") and p.name != build_module.LOCK]  # no leftovers
+    assert not [p for p in built_copy.iterdir() if p.name.startswith(".") and p.name != workspace.LOCK]  # no leftovers
 
 
 def test_a_folder_served_by_triton_still_rebuilds(built_copy, tmp_path):
@@ -181,7 +181,7 @@ def test_a_folder_served_by_triton_still_rebuilds(built_copy, tmp_path):
         (dict(precision="fp8"), "unknown precision"),
         (dict(buckets="huge"), "unknown bucket"),
         (dict(model="no/such-model"), "not a built-in"),
-        (dict(token_size=0), "token size must be a positive"),
+        (dict(token_size=0), "token size must be at least 1"),
         (dict(text_len=0), "text length must be at least 1"),
     ],
 )
@@ -202,7 +202,7 @@ def test_engine_key_covers_what_defines_an_engine():
     from hilo_export.folder import Profile
 
     base = ("onnx-sha", [Profile("s", 10)], "fp32", "trt", "10.7", "sm_90")
-    key = build_module._engine_key(*base)
+    key = cache.engine_key(*base)
     variants = [
         ("other-sha", *base[1:]),
         (base[0], [Profile("s", 11)], *base[2:]),
@@ -211,7 +211,7 @@ def test_engine_key_covers_what_defines_an_engine():
         (*base[:4], "10.8", base[5]),
         (*base[:5], "sm_80"),
     ]
-    assert len({key, *(build_module._engine_key(*v) for v in variants)}) == 1 + len(variants)
+    assert len({key, *(cache.engine_key(*v) for v in variants)}) == 1 + len(variants)
 
 
 def test_a_model_family_without_adapter_is_a_clear_error(tmp_path):

@@ -10,8 +10,7 @@ from conftest import BUILD_RESOLUTION, BUILT_PLANNER
 from filelock import FileLock
 
 from hilo_export.cli import main
-from hilo_export.export import BuildError, BuildRequest, build
-from hilo_export.export import builder as build_module
+from hilo_export.export import BuildError, BuildRequest, build, workspace
 from hilo_export.files import atomic_path
 from hilo_export.folder.manifest import DIGEST, ManifestError, read_manifest, write_manifest
 from hilo_export.planning import PlannerConfig
@@ -146,7 +145,7 @@ def test_the_real_manifest_passes_the_schema(built):
 
 
 def test_a_second_build_into_a_locked_folder_is_refused(built_copy):
-    with FileLock(built_copy / build_module.LOCK):
+    with FileLock(built_copy / workspace.LOCK):
         with pytest.raises(BuildError, match="another hilo-export build is writing"):
             build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=quiet)
     build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, config=PlannerConfig(**BUILT_PLANNER)), progress=quiet)  # free again
@@ -157,7 +156,7 @@ def test_a_second_build_into_a_locked_folder_is_refused(built_copy):
 
 def test_leftovers_of_killed_writes_are_removed(built_copy, tmp_path):
     dead = 2 ** 22 + 17  # above the default pid_max: no such process
-    leftovers = [".manifest.json.123.abcd.json", f".planner-{'0' * 16}.onnx.{dead}.x.onnx", ".hilo-abc.partial"]
+    leftovers = [f".manifest.json.{dead}.abcd.json", f".planner-{'0' * 16}.onnx.{dead}.x.onnx"]
     for name in leftovers:
         (built_copy / name).write_bytes(b"half")
     (built_copy / ".notes").write_text("not ours")

@@ -133,7 +133,7 @@ def test_the_cli_and_the_api_share_one_token_size_default():
 
 def test_build_edit_and_bench_agree_on_the_reference_folder():
     from hilo_export.evaluation import edit
-    from hilo_export.export.builder import default_out_dir
+    from hilo_export.export import default_out_dir
 
     assert default_out_dir("reference", (592, 400)).as_posix() == "engines/reference-592x400"
     assert "default_out_dir(REFERENCE" in inspect.getsource(edit.reference_engines)

@@ -255,7 +255,7 @@ def test_cli_build_plugins_refuses_clearly(tmp_path):
 
 
 def test_engine_key_covers_the_plugins():
-    from hilo_export.export.builder import _engine_key
+    from hilo_export.export.cache import engine_key as _engine_key
     from hilo_export.folder import Profile
 
     args = ("sha", [Profile("s", 70)], "fp16", "trt", "10.9", "H100 sm_90")

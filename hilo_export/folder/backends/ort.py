@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from ...errors import install_hint, require
+from ...files import confined, regular_file
 from ...planning.buckets import K_AXIS
+from ..manifest import ManifestError
 from . import ONNX_TYPES, BackendError, Profile, numpy_io
 
 
@@ -72,7 +74,10 @@ class OrtBackend:
         (files with external weights, which ORT must resolve beside the file)."""
         return OrtRunner(self, onnx_path, profiles, read)
 
-    def session(self, model: Path | bytes, kept: int | None):
+    def session(self, model: Path | bytes, kept: int | None, where: Path | None = None,
+                read: Callable[[Path], bytes] | None = None):
+        """``model``: the ONNX file, or its (verified) bytes read from ``where``; ``read``: how to get the
+        bytes of its external-data files (the runtime's checks them against the manifest)."""
         options = self._ort.SessionOptions()
         if kept is not None:
             options.add_free_dimension_override_by_name(K_AXIS, kept)
@@ -83,22 +88,38 @@ class OrtBackend:
         # to 21-23 GB on flux-shaped. Without them activations are freed after each run.
         options.enable_cpu_mem_arena = self.arena
         options.enable_mem_pattern = self.arena
-        if self.share_weights and isinstance(model, Path) and self.device() == "cpu":
+        path = model if isinstance(model, Path) else where
+        if isinstance(model, bytes) and where is not None:  # external data lies beside the file
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(where.parent))
+        shared = False
+        if self.share_weights and path is not None and self.device() == "cpu":
             self._shared = self._shared or SharedWeights(self._ort)
-            if self._shared.add_to(options, model):
+            shared = self._shared.add_to(options, model if isinstance(model, bytes) else path, path.parent, read)
+            if shared:
                 # ORT would otherwise pre-pack each MatMul weight into a private buffer per session
                 options.add_session_config_entry("session.disable_prepacking", "1")
+        if not shared and read is not None and path is not None:
+            # ONNX Runtime reads the external data itself: check those bytes right before it does
+            for file in external_files(model if isinstance(model, bytes) else path, path.parent):
+                read(file)
         source = model if isinstance(model, bytes) else str(model)
+        name = path.name if path is not None else "the graph"
         try:
             return self._ort.InferenceSession(source, options, providers=self.session_providers())
         except self._ort.capi.onnxruntime_pybind11_state.NotImplemented as err:
             # ORT's CPU provider has no bfloat16 kernels for most ops (Mul, MatMul, ...)
-            name = model.name if isinstance(model, Path) else "the graph"
             raise BackendError(
                 f"ONNX Runtime {self.version()} on {self.device()} has no kernel for a node of {name} "
                 f"({str(err).split(':')[-1].strip()}); a bf16 folder needs a GPU (onnxruntime-gpu, or --backend trt): "
                 "on a CPU, build with --precision fp16 or fp32"
             ) from None
+        except (self._ort.capi.onnxruntime_pybind11_state.Fail, self._ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+                self._ort.capi.onnxruntime_pybind11_state.InvalidGraph, self._ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+                self._ort.capi.onnxruntime_pybind11_state.NoSuchFile) as err:
+            # a graph ORT cannot load (unknown op domain, wrong types): the folder's content, not this machine
+            first = str(err).strip().splitlines()[0][:300]
+            raise BackendError(f"ONNX Runtime {self.version()} cannot load {path or name} ({first}); "
+                               "rebuild the folder with hilo-export build") from None
 
 
 class OrtRunner:
@@ -117,6 +138,7 @@ class OrtRunner:
         self._lock = threading.Lock()
         # read (and verify) once; the bytes are kept only while more sessions may be made from them
         self._model: Path | bytes | None = read(onnx_path) if read is not None else onnx_path
+        self._path, self._read = onnx_path, read
         first = self._session(profiles[0].bucket)
         self.output_names = [o.name for o in first.get_outputs()]
         self._input_names = [i.name for i in first.get_inputs()]
@@ -130,7 +152,7 @@ class OrtRunner:
         kept = self._kept[bucket] if self._backend.fix_k else None
         with self._lock:
             if kept not in self._sessions:
-                self._sessions[kept] = self._backend.session(self._model, kept)
+                self._sessions[kept] = self._backend.session(self._model, kept, self._path, self._read)
             return self._sessions[kept]
 
     @numpy_io
@@ -163,32 +185,55 @@ class SharedWeights:
         self._maps: dict[Path, np.memmap] = {}
         self._values: dict[tuple, object] = {}  # the OrtValues must outlive every session using them
 
-    def add_to(self, options, onnx_path: Path) -> bool:
-        """Give ``options`` every external initializer of ``onnx_path`` from the shared mapping.
+    def add_to(self, options, model: Path | bytes, folder: Path, read: Callable[[Path], bytes] | None = None) -> bool:
+        """Give ``options`` every external initializer of ``model`` (a file, or its bytes) from the shared copy.
 
-        False (nothing added) when the graph has no external data or a type numpy cannot map
-        (bfloat16): ONNX Runtime then loads the file itself.
+        ``read``: how to get a data file's bytes checked against the manifest. Those bytes are then
+        held (one copy for every session), so what runs is what was checked, however the file changes
+        later; without it the file is mapped read-only. False (nothing added) when the graph has no
+        external data or a type numpy cannot map (bfloat16): ONNX Runtime then loads the file itself.
         """
         import onnx
         from onnx import helper
 
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
-        external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         if not external or any(t.data_type == onnx.TensorProto.BFLOAT16 for t in external):
             return False
         values = []
         for tensor in external:
             info = {entry.key: entry.value for entry in tensor.external_data}
-            file = (onnx_path.parent / info["location"]).resolve()
+            file = _data_file(folder, info.get("location"))
             offset, length = int(info.get("offset", 0)), int(info["length"])
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
             key = (file, offset, length, dtype.str, tuple(tensor.dims))
             if key not in self._values:
                 if file not in self._maps:
-                    self._maps[file] = np.memmap(file, dtype=np.uint8, mode="r")
+                    self._maps[file] = np.frombuffer(read(file), np.uint8) if read else np.memmap(file, dtype=np.uint8, mode="r")
+                if offset + length > self._maps[file].size:
+                    raise ManifestError(f"{file} is {self._maps[file].size} bytes, but {tensor.name} reads up to byte "
+                                        f"{offset + length} (a truncated copy?); rebuild the folder with hilo-export build")
                 array = self._maps[file][offset:offset + length].view(dtype).reshape(tuple(tensor.dims))
                 self._values[key] = self._ort.OrtValue.ortvalue_from_numpy(array)
             values.append((tensor.name, self._values[key]))
         for name, value in values:
             options.add_initializer(name, value)
         return True
+
+
+def external_files(model: Path | bytes, folder: Path) -> list[Path]:
+    """The external-data files a graph reads, confined to ``folder``."""
+    import onnx
+
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model), load_external_data=False)
+    locations = {entry.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in t.external_data if entry.key == "location"}
+    return [_data_file(folder, location) for location in sorted(locations)]
+
+
+def _data_file(folder: Path, location) -> Path:
+    """An external-data location, checked before anything maps it: inside the folder, a regular file."""
+    fix = "rebuild the folder with hilo-export build"
+    path = confined(folder, location, ManifestError, fix, where=f"a graph in {folder}")
+    regular_file(path, ManifestError, "external data must be a plain file inside the folder: " + fix, inside=folder)
+    return path
