@@ -94,11 +94,9 @@ def test_quiet_loading_restores_the_progress_bars():
 
 
 def test_readme_and_docs_links_exist():
-    # every relative link of the README and the docs pages points at a file or folder of the checkout;
-    # pages other helpers write (runtime, bad input, selection, validate, distill) are allowed to be absent here
+    # every relative link of the README and the docs pages points at a file or folder of the checkout
     import re
 
-    written_elsewhere = {"docs/runtime.md", "docs/bad-input.md", "docs/selection.md", "docs/validate.md", "docs/distill.md"}
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     missing = []
     for page in pages:
@@ -106,7 +104,7 @@ def test_readme_and_docs_links_exist():
             if "://" in target:
                 continue
             path = (page.parent / target).resolve()
-            if not path.exists() and str(path.relative_to(ROOT)) not in written_elsewhere:
+            if not path.exists():
                 missing.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not missing, "broken links:\n" + "\n".join(missing)
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
