@@ -11,7 +11,6 @@ is the build's (hilo_export.export.builder), shared by every backend.
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,19 +35,13 @@ def _tensorrt():
 
 
 def hilo_plugins():
-    """The hilo_trt package (plugins/tensorrt): installed with hilo-export, or this source tree's.
-
-    Importing it needs no TensorRT; its register() does.
-    """
+    """The hilo_trt package (plugins/tensorrt), installed with hilo-export. Importing it needs no
+    TensorRT; its register() does."""
     try:
         import hilo_trt
     except ImportError:
-        source = Path(__file__).resolve().parents[3] / "plugins" / "tensorrt"
-        if not (source / "hilo_trt" / "__init__.py").exists():
-            raise BackendError("the hilo TensorRT plugins (plugins/tensorrt/hilo_trt) are not installed; "
-                               "install hilo-export from its repository") from None
-        sys.path.insert(0, str(source))
-        import hilo_trt
+        raise BackendError("the hilo TensorRT plugins (package hilo_trt, from plugins/tensorrt) are not installed: "
+                           "install hilo-export from its repository (pip install -e .)") from None
     return hilo_trt
 
 
