@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +212,17 @@ def resign(folder: Path, change=None) -> dict:
     fix(data["weights"]["files"])
     write_manifest(folder, data)
     return data
+
+
+@contextmanager
+def deadline(seconds=20):
+    """Turn a hang (a fifo opened for reading blocks until a writer comes) into a failure."""
+    def hung(*_):
+        raise TimeoutError(f"still running after {seconds} s: it hangs")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

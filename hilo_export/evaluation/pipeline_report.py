@@ -7,26 +7,18 @@ Field names that mean what they mean in the built-in bench's report (``speedup``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_path
 from .phases import PHASES
-from .report import bar_chart, format_db
+from .report import bar_chart, format_db, write_report_files
 
 PHASE_LABELS = {"planner": "planner", "text_encoders": "text encoders", "vae_encode": "VAE encode",
                 "denoising": "denoising", "vae_decode": "VAE decode", "other": "other"}
 
 
 def write_pipeline_report(report: dict[str, Any], out: Path) -> None:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-    plots = _plots(report, out)
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(pipeline_markdown(report, plots))
+    write_report_files(report, out, _plots, pipeline_markdown)
 
 
 def _s(value: float) -> str:

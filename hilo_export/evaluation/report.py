@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..files import atomic_path
 from .settings import PSNR_VS_DENSE_TARGET_DB, SPEEDUP_TARGETS
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
+    write_report_files(report, out, _plots, markdown)
+
+
+def write_report_files(report: dict[str, Any], out: Path, draw: Callable[[dict[str, Any], Path], list[str]],
+                       to_markdown: Callable[[dict[str, Any], list[str]], str]) -> None:
+    """``report.json``, the plots ``draw`` makes, then ``report.md`` linking them; each file written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
-    plots = _plots(report, out)
+    plots = draw(report, out)
     with atomic_path(out / "report.md") as tmp:
-        tmp.write_text(markdown(report, plots))
+        tmp.write_text(to_markdown(report, plots))
 
 
 def format_db(value: Any, digits: int = 2, unit: str = "") -> str:

@@ -1,32 +1,16 @@
 """manifest.json itself is input: a fifo, a device, a folder, bad bytes or deep nesting get one clear error."""
 
 import os
-import signal
-from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
-from conftest import BUILD_RESOLUTION
+from conftest import BUILD_RESOLUTION, deadline
 
 from hilo_export.cli import main
 from hilo_export.export import BuildRequest, build
 from hilo_export.folder import manifest as manifest_module
 from hilo_export.folder.manifest import ManifestError, read_manifest
 from hilo_export.runtime import HiLoRuntime
-
-
-@contextmanager
-def deadline(seconds=20):
-    """Turn a hang (a fifo opened for reading blocks until a writer comes) into a failure."""
-    def hung(*_):
-        raise TimeoutError(f"still running after {seconds} s: it hangs")
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def fifo(path):

@@ -4,14 +4,12 @@ the model its weights hold; everything else is one clear error naming the file."
 import json
 import os
 import shutil
-import signal
 import struct
-from contextlib import contextmanager
 
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import tiny_flux
+from conftest import deadline, tiny_flux
 
 from hilo_export.cli import main
 from hilo_export.model import ModelError
@@ -19,19 +17,6 @@ from hilo_export.model.loading import load_for_export
 from hilo_export.model.weights import INDEX_FILE, SINGLE_FILE, ShardedWeights
 
 FIX = "re-save|re-download|copy the whole model folder|restore the model"
-
-
-@contextmanager
-def deadline(seconds=20):
-    def hung(*_):
-        raise TimeoutError(f"still running after {seconds} s: it hangs")
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
