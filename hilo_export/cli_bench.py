@@ -63,9 +63,9 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
           engines_root, torch_backend) -> None:
     """Latency and fidelity of HiLo against dense per mask category: on your FluxFillPipeline (--model FOLDER),
     or on the built-in models (flux-shaped latency, reference-model fidelity)."""
-    from .evaluation.bench import BenchSettings, run_bench
+    from .evaluation.bench import run_bench
     from .evaluation.report import markdown
-    from .evaluation.settings import BenchError
+    from .evaluation.settings import BenchError, BenchSettings
     from .evaluation.sweep import run_sweep, sweep_markdown
     from .export import parse_resolution
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from hilo_export.evaluation.ablation import Ablation
-from hilo_export.evaluation.bench import eval_image
 from hilo_export.evaluation.masks import CATEGORY_RATIOS, mask_suite
 from hilo_export.evaluation.metrics import Pooled, psnr
+from hilo_export.evaluation.settings import eval_image
 from hilo_export.model.loading import load_reference, reference_weights_dir
 from hilo_export.planning import PlannerConfig
 from hilo_export.reference.model import load_decoder

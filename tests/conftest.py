@@ -101,12 +101,12 @@ def engines_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def built(engines_root):
+    """Engines planned with padded sizing (one static length per bucket), whatever the default; in a
+    folder of their own, so that a build with the default settings (the quick bench's) never replaces them."""
     from hilo_export.export import BuildRequest, build
-
-    """Engines planned with padded sizing (one static length per bucket), whatever the default."""
     from hilo_export.planning import PlannerConfig
 
-    folder = engines_root / "tiny-flux-{}x{}".format(*BUILD_RESOLUTION)
+    folder = engines_root / "tiny-flux-{}x{}-padded".format(*BUILD_RESOLUTION)
     build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=folder, config=PlannerConfig(**BUILT_PLANNER)),
           progress=lambda _: None)
     return folder

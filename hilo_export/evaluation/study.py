@@ -81,8 +81,8 @@ def run_study(ablation: Any, log_path: Path, resolution: int, photos: Iterable[s
     ``ablation``: an ``evaluation.ablation.Ablation`` (its ``config`` is set per variant).
     Returns every record in the file."""
     from ..reference.model import TOKEN_SIZE
-    from .bench import eval_image
     from .masks import mask_suite
+    from .settings import eval_image
 
     base = replace(base or PlannerConfig(), lowfreq_factor=LOWFREQ_FACTOR)  # the buckets as the variants see them
     noise_seeds = list(noise_seeds)
@@ -175,8 +175,8 @@ def context_geometry(resolution: int, photos: Iterable[str], suite_seeds: Iterab
     from ..planning.plan import MASK, plan_tokens
     from ..planning.selection import ring_distance
     from ..reference.model import TOKEN_SIZE
-    from .bench import eval_image
     from .masks import mask_suite
+    from .settings import eval_image
 
     base = replace(base or PlannerConfig(), sizing=sizing)
     distance: dict[str, list[float]] = {c: [] for c in CONTEXTS}
