@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import BUILD_RESOLUTION, built_step_inputs, textured_image
+from conftest import BUILD_RESOLUTION, BUILT_PLANNER, built_step_inputs, textured_image
 
 from hilo_export.folder import read_manifest
 from hilo_export.folder.backends import BackendError
@@ -147,9 +147,11 @@ def test_bucket_choice_has_one_table(built):
 
 def test_torch_backend_serves_the_folder_beside_ort(built_copy, runtime, monkeypatch):
     from hilo_export.export import BuildRequest, build
+    from hilo_export.planning import PlannerConfig
 
-    folder = build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, backend="torch"),
-                   progress=lambda _: None)
+    # the planner of the ort folder it is compared with, so one plan serves both
+    folder = build(BuildRequest("tiny-flux", resolution=BUILD_RESOLUTION, out_dir=built_copy, backend="torch",
+                                config=PlannerConfig(**BUILT_PLANNER)), progress=lambda _: None)
     manifest = read_manifest(folder)
     assert manifest["backend"]["name"] == "torch"
     engine_files = {f["path"] for g in manifest["graphs"].values() for f in g["engine"]["files"]}
