@@ -33,6 +33,12 @@ def test_metrics():
     assert psnr(a, b, region) < psnr(a, b)  # the one changed pixel weighs more in a small region
     assert psnr(a, b, ~region) == math.inf
     assert ssim(a, 255 - a) < 0.1
+    # SSIM is read per region: the changed pixel's neighbourhood scores below the untouched far corner
+    far = np.zeros((32, 32), bool)
+    far[20:, 20:] = True
+    assert ssim(a, b, region) < ssim(a, b, far) == pytest.approx(1.0)
+    noisy = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    assert ssim(a, noisy) < ssim(a, b) < 1.0
     with pytest.raises(ValueError, match="empty region"):
         psnr(a, b, np.zeros((32, 32), bool))
     ring = border_ring(np.pad(np.ones((10, 10), np.uint8), 11), 3)
