@@ -50,7 +50,8 @@ def _with_legend(picture: Image.Image, plan: TokenPlan) -> Image.Image:
     dropped = plan.n_tokens - (plan.length - plan.n_lowfreq)
     entries = [
         (COLOURS[MASK], f"mask (dilated) {counts['mask']}"),
-        (COLOURS[HIGH_FREQ], f"high-frequency {counts['high_freq']}"),
+        # the context policy's tokens: high-frequency ones for sobel, nearest-the-mask or seeded ones otherwise
+        (COLOURS[HIGH_FREQ], f"context, {plan.config.context} {counts['high_freq']}"),
         (COLOURS[FILL], f"fill {counts['fill']}"),
         ((50, 50, 50), f"dropped {dropped}"),
         (LOWFREQ_GRID, f"low-frequency blocks {counts['low_freq']}"),
