@@ -282,7 +282,8 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
     if not mask.any():
         raise BadInput("the mask is empty: paint the region to edit white")
     if model == "reference":
-        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare)
+        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare,
+                           progress_bar=logging.getLogger("hilo_export").isEnabledFor(logging.INFO))  # off with -q
     else:
         outcome = run_fill_edit(model, image, mask, prompt, engines, steps=steps, seed=seed, compare=compare)
     from PIL import Image
