@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from package_imports import package_imports
+
 import hilo_export
 
 PACKAGE = Path(hilo_export.__file__).parent
@@ -21,24 +23,8 @@ def _stage_of(parts: tuple[str, ...]) -> str | None:
 
 def _imported_modules(path: Path, package: Path) -> list[tuple[int, tuple[str, ...]]]:
     """Every hilo_export module ``path`` imports (function-level imports included), as parts below the package."""
-    here = path.relative_to(package).with_suffix("").parts
-    current = here[:-1]  # the package a relative import starts from (an __init__ sits in its own package)
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = current[: len(current) - (node.level - 1)]
-                target = (*base, *node.module.split(".")) if node.module else base
-                names = [target] if node.module else [(*target, a.name) for a in node.names]
-            elif node.module == "hilo_export" or (node.module or "").startswith("hilo_export."):
-                target = tuple(node.module.split(".")[1:])
-                names = [target] if target else [(a.name,) for a in node.names]
-            else:
-                continue
-            found += [(node.lineno, n) for n in names]
-        elif isinstance(node, ast.Import):
-            found += [(node.lineno, tuple(a.name.split(".")[1:])) for a in node.names if a.name.startswith("hilo_export.")]
-    return found
+    return [(line, m) for line, target, names, from_package in package_imports(path, package)
+            for m in ([(*target, n) for n in names] if from_package else [target])]
 
 
 def wrong_way_imports(package: Path) -> list[str]:
