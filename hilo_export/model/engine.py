@@ -45,7 +45,7 @@ class EngineModule(torch.nn.Module):
         self.n_lowfreq = 0 if layout is None else layout.count
         self.register_buffer("pool", None if layout is None else layout.pooling_matrix(), persistent=False)
         self.register_buffer("block", None if layout is None else layout.block_of_token(), persistent=False)
-        extra = ["keep_indices", "fill", "use_fill"] if layout is not None else ["keep_indices", "fill"]
+        extra = ENGINE_INPUTS if layout is not None else ENGINE_INPUTS[:2]  # use_fill only where tokens drop
         self.input_names = [*adapter.input_names(model), *extra]
         self.output_names = ["output", "lowfreq_output"] if layout is not None else ["output"]
 
@@ -72,12 +72,16 @@ def engine_module(class_name: str, config: dict, state_dict: dict[str, torch.Ten
 
     from .adapters import adapter_for
     from .loading import ModelError
+    from .lowfreq import PREFIX as LOWFREQ_PREFIX
+    from .lowfreq import add_lowfreq
 
     cls = getattr(diffusers, class_name, None)
     if cls is None:
         raise ModelError(f"diffusers {diffusers.__version__} has no {class_name}; install the diffusers the folder was built with")
     with torch.device("meta"):
         model = cls.from_config(config)
+        if any(key.startswith(LOWFREQ_PREFIX) for key in state_dict):  # a distilled model's learned embedding
+            add_lowfreq(model)
     missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     if missing or unexpected:
         raise ModelError(f"the torch engine's weights do not fit {class_name} (missing {missing[:3]}, unexpected "

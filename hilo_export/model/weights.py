@@ -77,8 +77,9 @@ class ShardedWeights:
             regular_file(path, ModelError, f"weights must be plain safetensors files: {fix}")
         self._entries = self._read_headers()
         # a distilled model's learned low-frequency embedding: one more file, with its own keys
-        self._extra = self.folder / LOWFREQ_FILE
-        if self._extra.exists() or self._extra.is_symlink():
+        extra = self.folder / LOWFREQ_FILE
+        self._extra = extra if extra.exists() or extra.is_symlink() else None  # known once, not per tensor
+        if self._extra is not None:
             regular_file(self._extra, ModelError, f"weights must be plain safetensors files: {fix}")
             self._entries.update(self._headers(self._extra))
 
@@ -109,7 +110,7 @@ class ShardedWeights:
         return dict(self._entries)
 
     def tensor(self, key: str) -> torch.Tensor:
-        if key.startswith(LOWFREQ_PREFIX) and self._extra.exists():
+        if key.startswith(LOWFREQ_PREFIX) and self._extra is not None:
             path = self._extra
         else:
             path = self._shard_of[key] if self._shard_of else self.folder / SINGLE_FILE

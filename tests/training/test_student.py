@@ -120,3 +120,18 @@ def test_without_peft_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft now raises ImportError
     with pytest.raises(TrainError, match=r"pip install 'hilo-export\[train\]'"):
         Student(tiny_flux(), rank=4)
+
+
+def test_the_torch_engine_takes_a_distilled_models_weights():
+    # a torch engine folder stores the learned embedding's tensors beside the stock ones: its module must take them
+    from hilo_export.model.engine import engine_module
+    from hilo_export.model.lowfreq import add_lowfreq
+
+    model = tiny_flux()
+    add_lowfreq(model).lowfreq_delta.weight.data.fill_(0.5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert any(k.startswith(PREFIX) for k in state)
+    spec = {"kind": "hilo", "grid": [4, 4], "lowfreq_factor": 2}
+    module = engine_module(type(model).__name__, dict(model.config), state, spec, torch.device("cpu"))
+    assert has_lowfreq(module.model)
+    assert torch.equal(module.model.state_dict()[PREFIX + "weight"], state[PREFIX + "weight"])
