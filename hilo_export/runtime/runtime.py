@@ -47,6 +47,7 @@ class HiLoRuntime:
         self._lock = threading.Lock()
         self._verify = True  # engine bytes are checked against the manifest when read (load(verify=False): not)
         self._keep: tuple[torch.Tensor, torch.device, torch.Tensor] | None = None  # the last plan's keep list, on the device
+        self._zero_fill: dict[tuple[str, torch.device], torch.Tensor] = {}  # the unused fill, made once per bucket and device
 
     @classmethod
     def load(cls, folder: str | Path, backend: str | Backend | None = None, verify: bool = True) -> "HiLoRuntime":
@@ -100,8 +101,11 @@ class HiLoRuntime:
             raise RuntimeInputError(f"missing inputs {sorted(missing)}")
         feeds["keep_indices"] = self._keep_indices(plan, device)
         fill_spec = expected["fill"]
-        if fill is None:
-            feeds["fill"] = torch.zeros(fill_spec["shape"], dtype=TORCH_DTYPES[fill_spec["dtype"]], device=device)
+        if fill is None:  # the graph ignores it (use_fill is false): one zero tensor serves every step
+            key = (bucket["name"], device)
+            if key not in self._zero_fill:
+                self._zero_fill[key] = torch.zeros(fill_spec["shape"], dtype=TORCH_DTYPES[fill_spec["dtype"]], device=device)
+            feeds["fill"] = self._zero_fill[key]
         else:
             feeds["fill"] = _tensor(fill, fill_spec, "fill", device)
         if "use_fill" in expected:  # graphs with low-frequency tokens fill from them unless told otherwise
@@ -124,8 +128,9 @@ class HiLoRuntime:
 
     @property
     def device(self) -> torch.device:
-        """Where the engines run (a runner of the full graph is made if none is yet)."""
-        return self._runner(FULL).device
+        """Where the engines run: a runner already made tells; else one of the full graph is made."""
+        made = next(iter(self._runners.values()), None)
+        return (made or self._runner(FULL)).device
 
     def run_bucket(self, name: str, feeds: dict[str, Any]) -> dict[str, Any]:
         """Run one bucket's engine on raw engine inputs (names and shapes as in the manifest):
