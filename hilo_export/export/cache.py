@@ -3,6 +3,7 @@ whose inputs did not change (code included: found by module name, never by file 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 from pathlib import Path
@@ -39,6 +40,7 @@ def graph_key(loaded: LoadedModel, spec: GraphSpec, weights_key: str) -> str:
     return json_sha256(content)
 
 
+@functools.cache  # the source does not change inside one process; a build asks once per graph
 def export_code_digest() -> str:
     """sha256 of the code that shapes a graph, so a changed exporter never reuses an old file."""
     return code_digest(["hilo_export.model", "hilo_export.export.graph", "hilo_export.export.external",

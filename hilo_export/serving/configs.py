@@ -10,13 +10,13 @@ from typing import Any
 
 from ..errors import HiLoError, install_hint
 from ..folder.backends import BACKENDS
+from ..model.engine import ENGINE_INPUTS
 from ..planning.buckets import FULL
 from . import router as router_module
 
 PLANNER = "planner"
 STEP = "hilo_edit_step"
 VERSION = "1"
-ENGINE_ONLY_INPUTS = ("keep_indices", "fill", "use_fill")
 _DTYPES = {
     "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
     "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float32": "TYPE_FP32", "float64": "TYPE_FP64",
@@ -95,7 +95,7 @@ def step_io(manifest: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Inputs and outputs of ``hilo_edit_step``: the engines' full-grid inputs, image, mask, optional fill."""
     planner = planner_entry(manifest)
     full = next(b for b in manifest["buckets"] if b["name"] == FULL)
-    inputs = [v for v in full["inputs"] if v["name"] not in ENGINE_ONLY_INPUTS]
+    inputs = [v for v in full["inputs"] if v["name"] not in ENGINE_INPUTS]
     clash = {v["name"] for v in inputs} & {router_module.IMAGE, router_module.MASK}
     if clash:
         raise TritonRepoError(f"the engines have inputs named {sorted(clash)}, which hilo_edit_step uses for the planner")
@@ -114,7 +114,7 @@ def routing(manifest: dict[str, Any]) -> dict[str, Any]:
     full_grid = [v for v in spec["inputs"] if v["name"] not in (router_module.IMAGE, router_module.MASK, router_module.FILL)]
     fill = next(v for v in spec["inputs"] if v["name"] == router_module.FILL)
     for bucket in manifest["buckets"]:  # the full-grid inputs are the same for every bucket
-        same = [v for v in bucket["inputs"] if v["name"] not in ENGINE_ONLY_INPUTS]
+        same = [v for v in bucket["inputs"] if v["name"] not in ENGINE_INPUTS]
         if same != full_grid:
             raise TritonRepoError(f"bucket {bucket['name']} takes other full-grid inputs than full; rebuild the folder")
     return {
