@@ -38,7 +38,7 @@ class CategoryPlans:
 
     def bucket_mix(self) -> dict[str, float]:
         names = [p.bucket for p in self.plans]
-        return {b: names.count(b) / len(names) for b in dict.fromkeys(sorted(set(names), key=names.index))}
+        return {b: names.count(b) / len(names) for b in dict.fromkeys(names)}  # in order of first use
 
 
 @dataclass

@@ -37,12 +37,6 @@ class Paired:
     def to_dict(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in asdict(self).items()}
 
-    def text(self, unit: str = " dB") -> str:
-        """``+0.12 ± 0.30 dB (n 36, CI -0.02..+0.22)``."""
-        if self.n == 0:
-            return "-"
-        return f"{self.mean:+.2f} ± {self.sd:.2f}{unit} (n {self.n}, CI {self.ci_low:+.2f}..{self.ci_high:+.2f})"
-
 
 def t_quantile(n: int, confidence: float = CONFIDENCE) -> float:
     """Two-sided Student's t quantile for the mean of ``n`` values (inf below 2: no interval)."""
@@ -184,9 +178,10 @@ def selection_table(records: list[Mapping[str, Any]], variants: list[Any], margi
     from .flops import FLUX1_DEV, StepFlops
 
     labels = [v.label for v in variants]
-    truth = {k: v for k, v in per_pair(records, "psnr_mask_vs_truth").items() if k in labels}
+    all_truth = per_pair(records, "psnr_mask_vs_truth")
+    truth = {k: v for k, v in all_truth.items() if k in labels}
     dense = per_pair(records, "psnr_mask_vs_dense")
-    dense_truth = per_pair(records, "psnr_mask_vs_truth").get("dense", {})
+    dense_truth = all_truth.get("dense", {})
     # complete pairs only: every variant (and dense) has the same cases, so differences pair up
     keys = set(dense_truth)
     for label in labels:
