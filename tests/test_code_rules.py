@@ -1,5 +1,6 @@
-"""Rules a newcomer can rely on: no private names imported across modules, no import circles
-inside a stage, every error the package raises is a HiLoError, one table of precisions and backends."""
+"""Rules a newcomer can rely on: modules under 400 lines, no private names imported across modules,
+no import circles inside a stage, every error the package raises is a HiLoError, one table of
+precisions and backends."""
 
 import ast
 import json
@@ -112,3 +113,10 @@ def test_one_table_of_precisions_and_backends():
     assert isinstance(options["precision"], Choice) and list(options["precision"].choices) == list(PRECISIONS)
     assert list(options["backend"].choices) == list(BACKENDS)
     assert list({p.name: p.type for p in triton.params}["backend"].choices) == list(BACKENDS)
+
+
+def test_every_module_is_under_400_lines():
+    # past that a module mixes jobs: split it by role
+    sizes = {p.relative_to(PACKAGE): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    long = [f"{path}: {n}" for path, n in sizes.items() if n >= 400]
+    assert not long, "modules of 400 lines or more:\n" + "\n".join(long)
