@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import re
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,7 +63,7 @@ def locked(out_dir: Path) -> Iterator[None]:
 
 
 def remove_leftovers(out_dir: Path) -> None:
-    """What killed builds left behind: staging folders and temporaries (dot-files of ours; under
+    """What killed builds left behind: temporaries (dot-files of ours whose writer is gone; under
     the lock no other build is writing them)."""
     for path in out_dir.iterdir():
         match = TEMPORARY.match(path.name)
@@ -72,16 +71,9 @@ def remove_leftovers(out_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def remove_unreferenced(out_dir: Path, manifest: dict[str, Any]) -> None:
-    """Our files the manifest no longer names, and what interrupted builds left behind."""
+    """Our files the manifest no longer names (files only: builds write no folders, so a folder is a user's)."""
     keep = {entry["path"] for entry in all_files(manifest)}
     for path in out_dir.iterdir():
-        if OWNED.match(path.name) and path.name not in keep:
-            _remove(path)
+        if OWNED.match(path.name) and path.name not in keep and not path.is_dir():
+            path.unlink(missing_ok=True)
