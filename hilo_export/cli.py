@@ -24,7 +24,7 @@ from .examples import example_image_path, example_mask_path
 from .export.trt_check import TENSORRT_VERSION
 from .folder.backends import BACKENDS
 from .folder.dtypes import PRECISIONS
-from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL
+from .model.loading import BUILTIN_NAMES, DEFAULT_MODEL, REFERENCE_MODELS
 from .planning.config import CONTEXT_HELP
 from .planning.inputs import DEFAULT_TOKEN_SIZE
 from .planning.plan import CONTEXTS, SIZINGS, PlannerConfig, mask_from_file
@@ -257,7 +257,8 @@ def _read_image_and_mask(image_path: Path, mask_path: Path) -> tuple[np.ndarray,
 
 @main.command()
 @click.option("--model", default="reference", show_default=True,
-              help="The built-in reference model, or a saved diffusers FluxFillPipeline (folder or hub-cache id).")
+              help="A built-in reference model (reference, reference-hilo), or a saved diffusers FluxFillPipeline "
+                   "(folder or hub-cache id).")
 @click.option("--engines", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A built folder of the model's engines [default: build (or reuse) them for the image's size].")
 @click.option("--image", "image_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -277,12 +278,12 @@ def edit(model, engines, image_path, mask_path, prompt, steps, seed, compare, ou
     from .files import atomic_path
 
     image, mask = _read_image_and_mask(image_path, mask_path)
-    if prompt and model == "reference":
+    if prompt and model in REFERENCE_MODELS:
         _echo("note: the reference model is unconditional; --prompt is ignored")
     if not mask.any():
         raise BadInput("the mask is empty: paint the region to edit white")
-    if model == "reference":
-        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare,
+    if model in REFERENCE_MODELS:
+        outcome = run_edit(image, mask, engines, steps=steps, seed=seed, compare=compare, model=model,
                            progress_bar=logging.getLogger("hilo_export").isEnabledFor(logging.INFO))  # off with -q
     else:
         outcome = run_fill_edit(model, image, mask, prompt, engines, steps=steps, seed=seed, compare=compare)

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .folder.backends import BACKENDS
-from .model.loading import BUILTIN_NAMES, ModelError
+from .model.loading import BUILTIN_NAMES, REFERENCE_MODELS, ModelError
 from .planning.config import CONTEXT_HELP, CONTEXTS
 from .planning.plan import SIZINGS, PlannerConfig
 
@@ -107,8 +107,9 @@ def bench(out_dir, model, engines, images_dir, masks_arg, prompt, prompts_file, 
                      latency_backends=("torch",) if torch_backend else ())
     if model is not None:
         overrides["latency_model"] = model
-        if model == "reference":  # its 8-px tokens: the fidelity size is the latency figures' token grid
+        if model in REFERENCE_MODELS:  # its 8-px tokens: the fidelity size is the latency figures' token grid
             overrides["latency_resolution"] = (128, 128) if quick else (512, 512)
+            overrides["fidelity_model"] = model  # and its own edits are scored
     planner = {k: v for k, v in dict(sizing=sizing, context=context).items() if v is not None}
     if planner:
         overrides["planner"] = replace(PlannerConfig(), **planner)

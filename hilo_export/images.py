@@ -16,9 +16,24 @@ import numpy as np
 
 from .errors import HiLoError
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
 
 class ImageReadError(HiLoError, ValueError):
     """A file that cannot be read as an image; the message says what to do."""
+
+
+def image_files(folder: str | Path, depth: int | None = 0) -> list[Path]:
+    """The image files (by suffix, hidden ones left out) in ``folder`` and ``depth`` levels of
+    subfolders below it (None: every level); the folder's own first, then by path."""
+    folder = Path(folder)
+
+    def level(path: Path) -> int:
+        return len(path.relative_to(folder).parts) - 1
+
+    found = (p for p in folder.rglob("*") if depth is None or level(p) <= depth)
+    return sorted((p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()),
+                  key=lambda p: (level(p), str(p)))
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

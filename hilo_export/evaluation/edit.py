@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import HiLoError
 from ..export import BuildRequest, build, default_out_dir
-from ..model.loading import REFERENCE
+from ..model.loading import REFERENCE, REFERENCE_MODELS
 from ..planning.picture import selection_picture
 from ..planning.plan import PlannerConfig
 from ..reference.pipeline import EditResult, ReferenceInpaintPipeline, check_edit_inputs
@@ -37,29 +37,34 @@ class EditOutcome:
 
 
 def reference_engines(resolution: tuple[int, int], root: Path = Path("engines"),
-                      progress: Callable[[str], None] = log.info, config: PlannerConfig | None = None) -> Path:
-    """The reference model's engines for one image size (and planner): built once, then reused from the cache."""
-    return build(BuildRequest(REFERENCE, resolution=resolution, out_dir=default_out_dir(REFERENCE, resolution, root),
+                      progress: Callable[[str], None] = log.info, config: PlannerConfig | None = None,
+                      model: str = REFERENCE) -> Path:
+    """A shipped reference model's engines for one image size (and planner): built once, then reused from the cache."""
+    return build(BuildRequest(model, resolution=resolution, out_dir=default_out_dir(model, resolution, root),
                               config=config or PlannerConfig()), progress=progress)
 
 
 def run_edit(image: np.ndarray, mask: np.ndarray, engines: Path | None = None, steps: int = 8, seed: int = 0,
-             compare: bool = False, progress: Callable[[str], None] = log.info, progress_bar: bool = True) -> EditOutcome:
+             compare: bool = False, progress: Callable[[str], None] = log.info, progress_bar: bool = True,
+             model: str = REFERENCE) -> EditOutcome:
+    """``model``: the shipped reference model whose engines are built when ``engines`` is None; given
+    engines run with the reference model they were built from."""
     check_edit_inputs(image, mask)  # every argument before a build, not after it
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise EditError(f"steps must be a whole number of at least 1, got {steps!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise EditError(f"seed must be a whole number of at least 0, got {seed!r}")
     if engines is None:
-        engines = reference_engines((image.shape[1], image.shape[0]), progress=progress)
+        engines = reference_engines((image.shape[1], image.shape[0]), progress=progress, model=model)
     runtime = HiLoRuntime.load(engines)
-    if runtime.manifest["model"]["name"] != REFERENCE:
+    built_from = runtime.manifest["model"]["name"]
+    if built_from not in REFERENCE_MODELS:
         raise EditError(
             f"{engines} holds engines of {runtime.manifest['model']['name']}; without --model, edit runs the reference "
             "model's engines (build them with: hilo-export build --model reference --resolution WxH). For a saved "
             "FluxFillPipeline pass --model FOLDER; for another pipeline use hilo_export.apply(pipe, runtime)."
         )
-    pipe = ReferenceInpaintPipeline.from_reference()
+    pipe = ReferenceInpaintPipeline.from_reference(built_from)  # --compare's dense edit: the same weights
     pipe.set_progress_bar_config(disable=not progress_bar)
     with apply(pipe, runtime):
         hilo = pipe(image, mask, steps=steps, seed=seed)

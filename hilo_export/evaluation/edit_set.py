@@ -19,14 +19,13 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..images import ImageReadError, read_gray, read_rgb
+from ..images import IMAGE_SUFFIXES, ImageReadError, image_files, read_gray, read_rgb
 from ..planning.plan import mask_from_file
 from .masks import CATEGORY_RATIOS, mask_suite
 from .settings import EVAL_IMAGES, BenchError, eval_image_path
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 _means = list(CATEGORY_RATIOS.values())
 # [low, high) mask ratio of each category: halfway between the paper's category means
 CATEGORY_LIMITS = {
@@ -72,13 +71,13 @@ def resize_like_pipeline(image: np.ndarray, mask: np.ndarray, size: tuple[int, i
     return image, gray >= 128
 
 
-def image_files(folder: Path | None) -> list[Path]:
+def photo_files(folder: Path | None) -> list[Path]:
     """The image files of ``folder`` (sorted by name), or the bundled evaluation photos."""
     if folder is None:
         return [eval_image_path(name) for name in EVAL_IMAGES]
     files = _files(folder)
     if not files:
-        raise BenchError(f"no images in {folder} (looked for {', '.join(sorted(SUFFIXES))}); give --images a folder of photos")
+        raise BenchError(f"no images in {folder} (looked for {', '.join(IMAGE_SUFFIXES)}); give --images a folder of photos")
     return files
 
 
@@ -98,7 +97,7 @@ def read_prompts(prompt: str, prompts_file: Path | None, n_images: int) -> list[
 def load_cases(images: Path | None, masks: Path | str, prompts: Sequence[str], size: tuple[int, int], per_category: int,
                progress: Callable[[str], None] = log.info) -> list[EditCase]:
     """Every edit of the bench, each category's in order (``per_category``: suite masks drawn per category)."""
-    paths = image_files(images)
+    paths = photo_files(images)
     if len(prompts) != len(paths):
         raise BenchError(f"{len(prompts)} prompts for {len(paths)} images")
     pictures = [_read_image(p) for p in paths]
@@ -114,7 +113,7 @@ def load_cases(images: Path | None, masks: Path | str, prompts: Sequence[str], s
     else:
         files = _files(Path(masks), subfolders=True)
         if not files:
-            raise BenchError(f"no mask images in {masks} (looked for {', '.join(sorted(SUFFIXES))}); give --masks a folder "
+            raise BenchError(f"no mask images in {masks} (looked for {', '.join(IMAGE_SUFFIXES)}); give --masks a folder "
                              "of masks (white = edit), or --masks suite")
         by_stem = {p.stem: k for k, p in enumerate(paths)}
         for i, path in enumerate(files):
@@ -144,9 +143,7 @@ def _files(folder: Path, subfolders: bool = False) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise BenchError(f"{folder} is not a folder")
-    found = [*folder.iterdir(), *(p for sub in sorted(folder.iterdir()) if subfolders and sub.is_dir() for p in sub.iterdir())]
-    return sorted((p for p in found if p.is_file() and p.suffix.lower() in SUFFIXES and not p.name.startswith(".")),
-                  key=lambda p: (p.parent != folder, str(p)))
+    return image_files(folder, depth=1 if subfolders else 0)
 
 
 def _image_stem(stem: str) -> str:

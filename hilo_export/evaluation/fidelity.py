@@ -48,8 +48,8 @@ def measure_fidelity(settings: BenchSettings, progress: Callable[[str], None]) -
     from .edit import reference_engines
 
     runtime = HiLoRuntime.load(reference_engines(settings.fidelity_resolution, settings.engines_root, progress,
-                                                 settings.planner))
-    pipe = ReferenceInpaintPipeline.from_reference()
+                                                 settings.planner, settings.fidelity_model))
+    pipe = ReferenceInpaintPipeline.from_reference(settings.fidelity_model)
     pipe.set_progress_bar_config(disable=True)
     suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)  # not the planning suite
     pictures = {name: eval_image(name, settings.fidelity_resolution) for name in settings.fidelity_images or settings.images}
@@ -101,5 +101,6 @@ def measure_probe(settings: BenchSettings, progress: Callable[[str], None]) -> d
     from .ablation import Ablation
     from .probe import run_probe
 
-    ablation = Ablation(load_reference(), load_decoder(reference_weights_dir()), settings.buckets, steps=settings.steps)
+    ablation = Ablation(load_reference(settings.fidelity_model), load_decoder(reference_weights_dir(settings.fidelity_model)),
+                        settings.buckets, steps=settings.steps)
     return run_probe(ablation, settings.fidelity_resolution[0], settings.probe_per_family, progress=progress)

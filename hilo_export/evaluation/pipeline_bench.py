@@ -32,7 +32,7 @@ from ..model.loading import model_folder
 from ..planning.buckets import FULL
 from ..reference.pipeline import EditResult
 from .edit import EditOutcome, comparison_picture
-from .edit_set import CATEGORY_LIMITS, SUITE, EditCase, image_files, load_cases, read_prompts
+from .edit_set import CATEGORY_LIMITS, SUITE, EditCase, load_cases, photo_files, read_prompts
 from .fill_edit import check_engines, fill_engines, fill_token_size, load_fill_pipeline
 from .latency import category_speed, lengths_json, time_categories
 from .metrics import Pooled, psnr, ssim
@@ -107,7 +107,7 @@ def run_pipeline_bench(settings: PipelineBenchSettings, progress: Callable[[str]
     started = time.time()
     folder = model_folder(settings.model)
     token = fill_token_size(folder)
-    prompts = read_prompts(settings.prompt, settings.prompts_file, len(image_files(settings.images)))
+    prompts = read_prompts(settings.prompt, settings.prompts_file, len(photo_files(settings.images)))
     if settings.engines is not None and (settings.engines / "manifest.json").exists():
         engines = settings.engines
         progress(f"engines: reusing {engines}")

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import HiLoError
-from ..model.loading import BUILTIN_CONFIGS, REFERENCE
+from ..model.loading import BUILTIN_CONFIGS, REFERENCE, REFERENCE_MODELS
 from ..planning.plan import PlannerConfig
 
 EVAL_IMAGES = ("coffee", "chelsea", "rocket")
@@ -37,6 +37,7 @@ class BenchSettings:
     latency_model: str = "flux-shaped"
     latency_resolution: tuple[int, int] = (1024, 1024)
     fidelity_resolution: tuple[int, int] = (512, 512)  # the reference model's 64x64 grid: latency's
+    fidelity_model: str = REFERENCE  # the shipped reference model whose edits are scored (or reference-hilo)
     per_category: int = 32  # masks planned per category (bucket mix, token ratio, planner time)
     fidelity_masks: int = 4  # masks per category edited for fidelity, on every image and seed
     probe_per_family: int = 2  # context-probe images per procedural family
@@ -60,6 +61,9 @@ class BenchSettings:
                 raise BenchError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.images or not self.seeds:
             raise BenchError("give at least one evaluation image and one seed")
+        if self.fidelity_model not in REFERENCE_MODELS:
+            raise BenchError(f"fidelity runs a shipped reference model ({', '.join(REFERENCE_MODELS)}), "
+                             f"not {self.fidelity_model!r}")
         if not (self.latency or self.fidelity):
             raise BenchError("nothing to measure: leave out --skip-latency or --skip-fidelity")
 
@@ -85,10 +89,10 @@ def eval_image_path(name: str) -> Path:
 
 def model_config(name: str) -> dict:
     """The transformer config of a built-in model the bench can time (FLOP counts)."""
-    if name == REFERENCE:
+    if name in REFERENCE_MODELS:
         from ..reference.model import CONFIG
 
         return CONFIG
     if name not in BUILTIN_CONFIGS:
-        raise BenchError(f"latency model {name!r}: bench times a built-in ({', '.join(BUILTIN_CONFIGS)}, {REFERENCE})")
+        raise BenchError(f"latency model {name!r}: bench times a built-in ({', '.join((*BUILTIN_CONFIGS, *REFERENCE_MODELS))})")
     return BUILTIN_CONFIGS[name]

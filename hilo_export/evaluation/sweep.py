@@ -94,7 +94,7 @@ def run_sweep(settings: BenchSettings, progress: Callable[[str], None] = log.inf
     flops = StepFlops.count(model_config(settings.latency_model), text_len_for(settings.latency_model))
     latency_token = token_size_for(settings.latency_model)
     latency_grid = (settings.latency_resolution[1] // latency_token) * (settings.latency_resolution[0] // latency_token)
-    pipe = ReferenceInpaintPipeline.from_reference()
+    pipe = ReferenceInpaintPipeline.from_reference(settings.fidelity_model)
     pipe.set_progress_bar_config(disable=True)
     stock = pipe.transformer
     suite = mask_suite(settings.fidelity_resolution, settings.fidelity_masks, seed=1)

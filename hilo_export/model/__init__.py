@@ -11,6 +11,8 @@ from .loading import (
     BUILTIN_NAMES,
     DEFAULT_MODEL,
     REFERENCE,
+    REFERENCE_HILO,
+    REFERENCE_MODELS,
     LoadedModel,
     ModelError,
     load_model,
@@ -25,7 +27,8 @@ from .sequence import PlanTensors, compress, expand
 from .transformer import HiLoTransformer
 
 __all__ = [
-    "ADAPTERS", "BUILTIN_CONFIGS", "BUILTIN_NAMES", "DEFAULT_MODEL", "PLUGIN_ATTRIBUTES", "REFERENCE", "HiLoTransformer",
+    "ADAPTERS", "BUILTIN_CONFIGS", "BUILTIN_NAMES", "DEFAULT_MODEL", "PLUGIN_ATTRIBUTES", "REFERENCE", "REFERENCE_HILO",
+    "REFERENCE_MODELS", "HiLoTransformer",
     "LoadedModel", "ModelError", "PlanTensors", "adapter_for", "compress", "expand", "load_model", "load_reference", "model_folder",
     "reference_weights_dir", "text_len_for", "token_gather", "token_scatter", "token_size_for",
 ]

@@ -35,15 +35,18 @@ BUILTIN_CONFIGS = {
         axes_dims_rope=(16, 56, 56),
     ),
 }
-# The trained reference model ships with the package (hilo_export/data/reference).
+# The trained reference model ships with the package (hilo_export/data/reference), and so does
+# its HiLo-distilled twin (hilo_export/data/reference-hilo: hilo-export distill's output).
 REFERENCE = "reference"
+REFERENCE_HILO = "reference-hilo"
+REFERENCE_MODELS = (REFERENCE, REFERENCE_HILO)
 DEFAULT_MODEL = REFERENCE
 # Text tokens the engines are built for, per built-in model (Flux.1 uses 512 T5 tokens).
-BUILTIN_TEXT_LEN = {"tiny-flux": 8, "flux-shaped": 512, REFERENCE: 1}
+BUILTIN_TEXT_LEN = {"tiny-flux": 8, "flux-shaped": 512, **{name: 1 for name in REFERENCE_MODELS}}
 DEFAULT_TEXT_LEN = 512
 # Pixels per token side: Flux's is 16 (8 px per VAE latent pixel, 2 x 2 patches).
-BUILTIN_TOKEN_SIZE = {REFERENCE: 8}
-BUILTIN_NAMES = (REFERENCE, *BUILTIN_CONFIGS)
+BUILTIN_TOKEN_SIZE = {name: 8 for name in REFERENCE_MODELS}
+BUILTIN_NAMES = (*REFERENCE_MODELS, *BUILTIN_CONFIGS)
 
 
 @dataclass
@@ -90,8 +93,8 @@ def quiet_loading() -> Iterator[None]:
 
 
 def load_model(name: str) -> LoadedModel:
-    if name == REFERENCE:
-        model = load_reference()
+    if name in REFERENCE_MODELS:
+        model = load_reference(name)
         return LoadedModel(name, "builtin", model, weights_sha256(model))
     if name in BUILTIN_CONFIGS:
         model = _builtin(name)
@@ -111,20 +114,27 @@ def folder_weights_sha256(path: Path) -> str:
     return ShardedWeights(folder).sha256(list(meta_model(folder).state_dict()))
 
 
-def reference_weights_dir() -> Path:
-    """The embedded reference model: a diffusers folder inside the package."""
-    return Path(str(resources.files("hilo_export") / "data" / "reference"))
+def reference_weights_dir(name: str = REFERENCE) -> Path:
+    """An embedded reference model (``reference`` or ``reference-hilo``): a diffusers folder inside the package."""
+    if name not in REFERENCE_MODELS:
+        raise ModelError(f"{name!r} is not an embedded reference model; use one of {', '.join(REFERENCE_MODELS)}")
+    return Path(str(resources.files("hilo_export") / "data" / name))
 
 
-def load_reference(folder: Path | None = None) -> torch.nn.Module:
-    """The trained reference model, in float32 (its weights are stored in float16)."""
+def load_reference(source: str | Path = REFERENCE) -> torch.nn.Module:
+    """An embedded reference model by name, or a reference-model folder (``hilo-export distill``'s
+    output), in float32 (the shipped weights are stored in float16)."""
     from diffusers import FluxTransformer2DModel
 
     from .lowfreq import install
 
-    folder = folder or reference_weights_dir()
+    folder = reference_weights_dir(source) if source in REFERENCE_MODELS else Path(source)
     if not (folder / "config.json").exists():
-        raise ModelError(f"no reference weights in {folder}: train them with scripts/train_reference.py --out {folder}")
+        if source == REFERENCE_HILO:
+            how = f"distill it with hilo-export distill --model reference --out {folder}"
+        else:
+            how = f"train them with scripts/train_reference.py --out {folder}"
+        raise ModelError(f"no reference weights in {folder}: {how}")
     model = FluxTransformer2DModel.from_pretrained(folder, torch_dtype=torch.float32, low_cpu_mem_usage=False).eval()
     install(model, folder)  # a distilled reference model brings its low-frequency embedding
     return model

@@ -14,7 +14,6 @@ from .inputs import DEFAULT_TOKEN_SIZE
 from .plan import PlannerConfig, mandatory_tokens, mask_from_file
 
 BUCKET_NAMES = ("s", "m", "l")
-MASK_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -27,13 +26,11 @@ class Calibration:
 def read_masks(folder: Path) -> list[np.ndarray]:
     """Every mask image in ``folder`` and, as ``hilo-export masks --out`` writes them, in its
     ``small/``, ``medium/`` and ``large/`` (any) subfolders, one level deep."""
-    from ..images import ImageReadError, read_gray
+    from ..images import IMAGE_SUFFIXES, ImageReadError, image_files, read_gray
 
-    folder = Path(folder)
-    candidates = [*folder.iterdir(), *(p for sub in sorted(folder.iterdir()) if sub.is_dir() for p in sub.iterdir())]
-    files = sorted(p for p in candidates if p.is_file() and p.suffix.lower() in MASK_SUFFIXES and not p.name.startswith("."))
+    files = image_files(folder, depth=1)
     if not files:
-        raise BucketError(f"no mask images in {folder} or its subfolders (looked for {', '.join(sorted(MASK_SUFFIXES))})")
+        raise BucketError(f"no mask images in {folder} or its subfolders (looked for {', '.join(IMAGE_SUFFIXES)})")
     masks = []
     for path in files:
         try:

@@ -19,7 +19,7 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 
 from ..errors import HiLoError
-from ..model.loading import ModelError, load_reference, reference_weights_dir
+from ..model.loading import REFERENCE, ModelError, load_reference, reference_weights_dir
 from ..planning.plan import TokenPlan
 from . import model as ref
 
@@ -48,15 +48,16 @@ class ReferenceInpaintPipeline(DiffusionPipeline):
         self.register_modules(transformer=transformer, scheduler=scheduler, decoder=decoder)
 
     @classmethod
-    def from_reference(cls, model: torch.nn.Module | None = None,
+    def from_reference(cls, model: torch.nn.Module | str = REFERENCE,
                        decoder: ref.Decoder | None = None) -> "ReferenceInpaintPipeline":
-        """The shipped model and its decoder; a given ``model`` comes with the given ``decoder`` only."""
-        if model is None:
+        """A shipped model by name (``reference``, ``reference-hilo``) with its decoder; a given
+        ``model`` module comes with the given ``decoder`` only."""
+        if isinstance(model, str):
             try:
-                model = load_reference()
+                name, model = model, load_reference(model)
+                decoder = ref.load_decoder(reference_weights_dir(name))
             except ModelError as err:
                 raise EditInputError(str(err)) from None
-            decoder = ref.load_decoder(reference_weights_dir())
         return cls(model, FlowMatchEulerDiscreteScheduler(shift=1.0), decoder)
 
     @torch.no_grad()

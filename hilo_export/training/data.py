@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import IMAGE_SUFFIXES, image_files
 from .student import TrainError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CATEGORIES = ("small", "medium", "large")
 # (width, height), category, generator -> uint8 [H, W] mask, 255 = edit
 MaskSampler = Callable[[tuple[int, int], str, np.random.Generator], np.ndarray]
@@ -28,7 +28,7 @@ def read_images(folder: Path, size: int) -> list[np.ndarray]:
     folder = Path(folder)
     if not folder.is_dir():
         raise TrainError(f"--images {folder} is not a folder; pass a folder of images (any photos will do)")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(folder, depth=None)
     images = []
     for path in paths:
         try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +42,8 @@ from .student import Student, TrainError, enable_gradient_checkpointing
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SCHEDULES = ("cosine", "constant")
+GRID_TOKENS = 64  # the operating grid's side in tokens: Flux at 1024 px, the reference model at 512 px
 CHECKPOINT = "checkpoints/last.pt"
 
 
@@ -56,7 +58,7 @@ class DistillRequest:
     lora_rank: int = 16
     lr: float = 1e-4
     batch: int = 4
-    resolution: int = 256  # square crops of this many pixels
+    resolution: int | None = None  # square crops of this many pixels; None: the operating grid (GRID_TOKENS a side)
     device: str = "cpu"
     precision: str = "fp32"  # the model's dtype while training ("bf16" for a 12B model on a GPU)
     buckets: str = "s,m,l"
@@ -64,6 +66,7 @@ class DistillRequest:
     full_share: float = 0.25  # share of steps that train the dense (full-bucket) prediction
     mask_weight: float = 4.0  # loss weight of the dilated mask's tokens, against 1 for context tokens
     warmup: int = 20  # steps of linear learning-rate warm-up
+    schedule: str = "cosine"  # after warm-up: "cosine" (down to zero at --steps) or "constant"
     validation_batches: int = 3  # fixed batches (one per category, never trained on) scored at every checkpoint
     seed: int = 0
     checkpoint_every: int = 50
@@ -79,7 +82,7 @@ class DistillRequest:
         object.__setattr__(self, "images", Path(self.images))
         object.__setattr__(self, "out", Path(self.out))
         for name in ("steps", "batch", "resolution", "checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise TrainError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise TrainError(f"--lr must be positive, got {self.lr}")
@@ -87,6 +90,8 @@ class DistillRequest:
             raise TrainError(f"full_share must lie in [0, 1], got {self.full_share}")
         if not self.mask_weight > 0:
             raise TrainError(f"mask_weight must be positive, got {self.mask_weight}")
+        if self.schedule not in SCHEDULES:
+            raise TrainError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise TrainError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -113,6 +118,8 @@ def distill(request: DistillRequest, masks: MaskSampler,
     if request.threads:
         torch.set_num_threads(request.threads)
     source = open_source(request.model, request.device, PRECISIONS[request.precision], request.text_len)
+    if request.resolution is None:  # train on the grid the engines serve: what the gaps look like there
+        request = replace(request, resolution=GRID_TOKENS * source.token_size)
     if request.resolution % source.token_size:
         raise TrainError(f"--resolution {request.resolution} is not a multiple of the model's {source.token_size}-px tokens; "
                          f"use {request.resolution // source.token_size * source.token_size or source.token_size}")
@@ -141,8 +148,8 @@ def distill(request: DistillRequest, masks: MaskSampler,
              + ", ".join(f"{s:.3f}" for s in sigmas))
     tick = time.perf_counter()
     for step in range(start, request.steps):
-        for group in optimizer.param_groups:  # linear warm-up, then constant
-            group["lr"] = request.lr * min(1.0, (step + 1) / request.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(request, step)
         record = train_step(student, source, request, images, masks, sigmas, step)
         loss = record.pop("tensor")
         loss.backward()
@@ -173,6 +180,17 @@ def distill(request: DistillRequest, masks: MaskSampler,
     write_report(request.out, request.settings(), source, history, seconds, sigmas, request.lora_rank)
     progress(f"distilled model: {folder} ({request.steps} steps, {_clock(seconds)})")
     return DistillResult(folder, request.steps, seconds, history)
+
+
+def learning_rate(request: DistillRequest, step: int) -> float:
+    """Linear warm-up, then constant or a cosine decay to zero at the last step (the noisy
+    single-batch gradients settle instead of leaving the last steps' noise in the weights). A
+    resumed run with more --steps stretches the decay from where it is."""
+    warm = min(1.0, (step + 1) / request.warmup)
+    if request.schedule == "constant" or request.steps <= request.warmup:
+        return request.lr * warm
+    progress = (step - request.warmup) / (request.steps - request.warmup)
+    return request.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 VALIDATION_DRAW = 10**9  # validation batches are drawn as steps from here on: never a training step's
@@ -261,9 +279,10 @@ def _save_checkpoint(path: Path, request: DistillRequest, params: dict[str, torc
 def _resume(path: Path, request: DistillRequest, params: dict[str, torch.nn.Parameter],
             optimizer: torch.optim.Optimizer) -> tuple[int, float, list[dict[str, Any]]]:
     state = load_checkpoint(path)
-    # every setting but the step count (and resume itself) must match the run being continued
+    # every setting but the step count (and resume itself, threads, and where the folder now lies)
+    # must match the run being continued
     differ = sorted(k for k, v in request.settings().items()
-                    if k not in ("steps", "resume", "threads") and state["settings"].get(k) != v)
+                    if k not in ("steps", "resume", "threads", "out") and state["settings"].get(k) != v)
     if differ:
         raise TrainError(f"{path} was trained with other settings ({', '.join(differ)}); "
                          "resume with the same ones, or start afresh without --resume")

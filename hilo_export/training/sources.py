@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..model.configs import transformer_folder
-from ..model.loading import REFERENCE, load_reference, model_folder, reference_weights_dir
+from ..model.loading import REFERENCE_MODELS, load_reference, model_folder, reference_weights_dir
 from ..model.lowfreq import save as save_lowfreq
 from ..model.lowfreq import stock_embedder
 from ..model.weights import ShardedWeights
@@ -47,8 +47,8 @@ class Source(Protocol):
 
 def open_source(name: str, device: str, dtype: torch.dtype, text_len: int | None = None) -> Source:
     """The reference model (built-in name or a folder of it) or a FluxFillPipeline folder."""
-    if name == REFERENCE:
-        return ReferenceSource(REFERENCE, reference_weights_dir(), device, dtype)
+    if name in REFERENCE_MODELS:
+        return ReferenceSource(name, reference_weights_dir(name), device, dtype)
     folder = model_folder(name)
     index = folder / "model_index.json"
     if index.exists():

@@ -131,9 +131,13 @@ def test_the_cli_and_the_api_share_one_token_size_default():
     assert default(plan) == default(calibrate) == DEFAULT_TOKEN_SIZE == 16 and set(api.values()) == {16}
 
 
-def test_build_edit_and_bench_agree_on_the_reference_folder():
+def test_build_edit_and_bench_agree_on_the_reference_folder(monkeypatch):
     from hilo_export.evaluation import edit
     from hilo_export.export import default_out_dir
 
     assert default_out_dir("reference", (592, 400)).as_posix() == "engines/reference-592x400"
-    assert "default_out_dir(REFERENCE" in inspect.getsource(edit.reference_engines)
+    asked = []
+    monkeypatch.setattr(edit, "build", lambda request, progress: asked.append(request) or request.out_dir)
+    assert edit.reference_engines((592, 400)).as_posix() == "engines/reference-592x400"
+    assert edit.reference_engines((592, 400), model="reference-hilo").as_posix() == "engines/reference-hilo-592x400"
+    assert [r.model for r in asked] == ["reference", "reference-hilo"]

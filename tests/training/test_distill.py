@@ -1,6 +1,9 @@
 """``hilo-export distill`` end to end on the reference model and a tiny FluxFillPipeline folder (a few steps)."""
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,7 +22,7 @@ from hilo_export.planning import PlannerConfig
 from hilo_export.reference.model import DECODER_FILE, load_checkpoint
 from hilo_export.reference.procedural import procedural_image
 from hilo_export.training import DistillRequest, TrainError, distill
-from hilo_export.training.distill import CHECKPOINT
+from hilo_export.training.distill import CHECKPOINT, learning_rate
 
 FILL_RESOLUTION = 128  # 8 x 8 tokens of 16 px
 
@@ -44,7 +47,8 @@ def fill_request(fill_folder, images, out, **kwargs):
 def test_the_reference_model_distills_from_the_command_line(images, tmp_path):
     out = tmp_path / "reference-hilo"
     args = ["distill", "--model", "reference", "--images", str(images), "--steps", "2", "--batch", "1",
-            "--resolution", "128", "--lora-rank", "2", "--lowfreq-factor", "4", "--out", str(out)]
+            "--resolution", "128", "--lora-rank", "2", "--lowfreq-factor", "4", "--context", "ring",
+            "--lr-schedule", "constant", "--out", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(out)
@@ -52,6 +56,7 @@ def test_the_reference_model_distills_from_the_command_line(images, tmp_path):
     assert [r["step"] for r in report["history"] if r["kind"] != "validation"] == [1, 2]
     assert [r["step"] for r in report["history"] if r["kind"] == "validation"] == [0, 2]  # the start and the end
     assert report["model"]["kind"] == "reference" and report["loss"]["validation"][0][1] > 0
+    assert report["settings"]["config"]["context"] == "ring" and report["settings"]["schedule"] == "constant"
     assert report["sigmas"][0] == 1.0 and len(report["sigmas"]) == 8 and report["wall_seconds"] > 0
     assert (out / "loss.png").stat().st_size > 0 and (out / DECODER_FILE).exists()
     model = load_reference(out)  # the reference pipeline's loader takes the folder, embedding and all
@@ -101,6 +106,23 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(fill_folder, images,
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(TrainError, match="other settings.*lr"):
         distill(fill_request(fill_folder, images, tmp_path / "parts", steps=4, lr=5e-4, resume=True), masks=sample_mask)
+    # a run folder moved elsewhere resumes (here: at its last step, which only writes the model again)
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "parts", moved)
+    again = distill(fill_request(fill_folder, images, moved, resume=True), masks=sample_mask)
+    assert [r["loss"] for r in again.history] == [r["loss"] for r in whole.history]
+
+
+def test_the_learning_rate_warms_up_then_decays_to_zero_or_stays():
+    request = DistillRequest(images=Path("."), out=Path("."), steps=120, lr=1e-3, warmup=20)
+    rates = [learning_rate(request, step) for step in range(request.steps)]
+    assert rates[0] == pytest.approx(1e-3 / 20) and rates[19] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[19:], rates[20:]))  # never rises after the warm-up
+    assert rates[69] == pytest.approx(0.5e-3, rel=0.05) and rates[-1] < 1e-6
+    constant = replace(request, schedule="constant")
+    assert [learning_rate(constant, step) for step in (0, 19, 119)] == pytest.approx([1e-3 / 20, 1e-3, 1e-3])
+    with pytest.raises(TrainError, match="--lr-schedule must be one of cosine, constant"):
+        replace(request, schedule="step")
 
 
 def test_bad_inputs_get_one_clear_error(fill_folder, images, tmp_path):
