@@ -13,8 +13,17 @@ from PIL import Image
 from hilo_export.cli import main
 from hilo_export.evaluation.edit import reference_engines
 from hilo_export.evaluation.settings import BenchError, BenchSettings
-from hilo_export.model import (REFERENCE, REFERENCE_HILO, REFERENCE_MODELS, ModelError, load_model, load_reference,
-                               reference_weights_dir, text_len_for, token_size_for)
+from hilo_export.model import (
+    REFERENCE,
+    REFERENCE_HILO,
+    REFERENCE_MODELS,
+    ModelError,
+    load_model,
+    load_reference,
+    reference_weights_dir,
+    text_len_for,
+    token_size_for,
+)
 from hilo_export.model.lowfreq import PREFIX, has_lowfreq
 from hilo_export.training.sources import open_source
 
@@ -67,6 +76,8 @@ def test_its_engines_carry_the_learned_embedding_and_edit(hilo_built, tmp_path):
     assert result.exit_code == 0, result.output
     edited = np.asarray(Image.open(out))
     assert np.array_equal(edited[~mask], image[~mask]) and not np.array_equal(edited[mask], image[mask])
+    result = CliRunner().invoke(main, ["validate", str(hilo_built), "--trt-check"])  # every graph against torch
+    assert result.exit_code == 0, result.output
     result = CliRunner().invoke(main, ["triton", str(hilo_built), "--out", str(tmp_path / "repo")])  # and it serves
     assert result.exit_code == 0, result.output
     assert (tmp_path / "repo" / "dit_hilo" / "config.pbtxt").exists()
