@@ -31,7 +31,8 @@ def image_files(folder: str | Path, depth: int | None = 0) -> list[Path]:
     def level(path: Path) -> int:
         return len(path.relative_to(folder).parts) - 1
 
-    found = (p for p in folder.rglob("*") if depth is None or level(p) <= depth)
+    # glob level by level: a depth-limited listing never walks the tree below it
+    found = folder.rglob("*") if depth is None else (p for d in range(depth + 1) for p in folder.glob("/".join(["*"] * (d + 1))))
     return sorted((p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()),
                   key=lambda p: (level(p), str(p)))
 

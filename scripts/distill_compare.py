@@ -171,10 +171,11 @@ def analyze(records: list[dict], resolution: int) -> dict:
     n_grid = (resolution // TOKEN_SIZE) ** 2
     categories = [*CATEGORY_RATIOS, "all"]
 
-    def column(model: str, variant: str, metric: str, category: str, compressed_only: bool = True) -> dict:
+    def column(model: str, variant: str, metric: str, category: str) -> dict:
+        """Per pair; HiLo edits planned into ``full`` are the dense edit and left out."""
         return {k: r[metric] for k, r in table[model, variant].items()
                 if (category == "all" or r["category"] == category) and r[metric] is not None
-                and not (compressed_only and r["bucket"] == "full" and variant != DENSE)}
+                and not (r["bucket"] == "full" and variant != DENSE)}
 
     def diff(a: dict, b: dict) -> dict:
         keys = [k for k in a if k in b]
@@ -188,8 +189,7 @@ def analyze(records: list[dict], resolution: int) -> dict:
               "variants": {v: c.to_dict() for v, c in configs.items()}, "students": {}}
     truth_dense = {c: column("teacher", DENSE, "psnr_mask_vs_truth", c) for c in categories}
     report["teacher_dense_vs_truth"] = {c: mean(truth_dense[c]) for c in categories}
-    report["ideal_speedup"] = {v: {c: _ideal(table[m, v], c, flops, n_grid) for c in categories}
-                               for m in ("teacher",) for v in VARIANTS}
+    report["ideal_speedup"] = {v: {c: _ideal(table["teacher", v], c, flops, n_grid) for c in categories} for v in VARIANTS}
     report["before"] = {v: {c: {"vs_dense": mean(column("teacher", v, "psnr_mask_vs_teacher_dense", c)),
                                 "vs_truth_minus_dense": diff(column("teacher", v, "psnr_mask_vs_truth", c), truth_dense[c]),
                                 "full": _full(table["teacher", v], c)}

@@ -14,6 +14,7 @@ from conftest import FILL_TEXT_LEN, tiny_flux
 from PIL import Image
 
 from hilo_export.cli import main
+from hilo_export.cli_distill import distill as distill_command
 from hilo_export.evaluation.masks import sample_mask
 from hilo_export.export import BuildRequest, build
 from hilo_export.model.loading import load_model, load_reference
@@ -22,7 +23,7 @@ from hilo_export.planning import PlannerConfig
 from hilo_export.reference.model import DECODER_FILE, load_checkpoint
 from hilo_export.reference.procedural import procedural_image
 from hilo_export.training import DistillRequest, TrainError, distill
-from hilo_export.training.distill import CHECKPOINT, learning_rate
+from hilo_export.training.distill import CHECKPOINT, SCHEDULES, learning_rate
 
 FILL_RESOLUTION = 128  # 8 x 8 tokens of 16 px
 
@@ -123,6 +124,9 @@ def test_the_learning_rate_warms_up_then_decays_to_zero_or_stays():
     assert [learning_rate(constant, step) for step in (0, 19, 119)] == pytest.approx([1e-3 / 20, 1e-3, 1e-3])
     with pytest.raises(TrainError, match="--lr-schedule must be one of cosine, constant"):
         replace(request, schedule="step")
+    # the command line offers what the request takes (it lists them itself: importing training costs seconds)
+    option = next(p for p in distill_command.params if p.name == "lr_schedule")
+    assert tuple(option.type.choices) == SCHEDULES
 
 
 def test_bad_inputs_get_one_clear_error(fill_folder, images, tmp_path):
